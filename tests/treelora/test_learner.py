@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from treelora.backbones import load_backbone
+from treelora.config import METHODS, make_config
+from treelora.learner import ContinualLearner
+from treelora.streams import load_stream
+
+
+@pytest.fixture(scope="module")
+def stream():
+    s = load_stream("synthetic-text", train_per_class=24, test_per_class=8)
+    s.tasks = s.tasks[:2]
+    return s
+
+
+def make(method: str, stream, **kw) -> ContinualLearner:
+    cfg = make_config(method, epochs=2, batch_size=8, max_length=12, progress=False, lr=5e-3, **kw)
+    attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
+    return ContinualLearner(load_backbone("tiny-bert", seed=0, attn_implementation=attn), stream.num_classes(), cfg)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_runs_two_tasks_end_to_end(method, stream):
+    learner = make(method, stream)
+    res = learner.run_stream(stream)
+    R = res["accuracy_matrix"]
+    assert len(R) == 2 and R[0][1] is None and all(0.0 <= x <= 1.0 for x in (R[0][0], R[1][0], R[1][1]))
+    assert set(res["metrics"]) >= {"acc", "bwt", "bwt_clipped", "forgetting"}
+    assert all(math.isfinite(v) for v in res["metrics"].values())
+    assert res["steps_per_task"] == [12, 12]  # 48 examples / batch 8 × 2 epochs
+    assert len(learner.tree) == 2 and sorted(res["tree"]["tasks"]) == ["t0", "t1"]
+    if method.startswith("treelora"):
+        assert sum(res["chosen_per_task"][1].values()) == 12 * learner.lora.num_layers
+        assert res["search_time_per_task_s"][1] > 0
+    else:
+        assert res["chosen_per_task"][1] == {}
+
+
+def test_training_reduces_loss_and_learns(stream):
+    learner = make("seqlora", stream)
+    encoded = learner.encode(stream.tasks[0].train)
+    learner.begin_task("t0", stream.tasks[0].classes)
+    from treelora.data import iterate_batches
+
+    learner.start_epoch(3)
+    losses = [learner.train_step(b) for epoch in range(25) for b in iterate_batches(encoded, 16, shuffle=True, seed=epoch)]
+    learner.end_task()
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert learner.evaluate(stream.tasks[0], key="t0") > 0.7
+
+
+def test_only_lora_and_head_train(stream):
+    learner = make("treelora", stream)
+    trainable = {n for n, p in learner.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    before = {n: p.detach().clone() for n, p in learner.model.named_parameters() if not p.requires_grad}
+    learner.run_stream(stream)
+    for n, p in learner.model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, before[n]), n
+
+
+def test_task_aware_uses_snapshots(stream):
+    learner = make("seqlora", stream, task_aware=True)
+    res = learner.run_stream(stream)
+    # task-aware scores of task 0 come from its own snapshot, so they do not change after task 1
+    assert res["accuracy_matrix"][1][0] == res["accuracy_matrix"][0][0]
+
+
+def test_lora_depth_limits_layers(stream):
+    learner = make("treelora", stream, lora_depth=2)
+    assert learner.lora.num_layers == 2
+
+
+def test_task_lifecycle_errors(stream):
+    learner = make("seqlora", stream)
+    with pytest.raises(RuntimeError, match="no open task"):
+        learner.train_step({})
+    with pytest.raises(ValueError, match="outside"):
+        learner.begin_task("x", [99])
+    learner.begin_task("t0", [0, 1])
+    with pytest.raises(RuntimeError, match="still open"):
+        learner.begin_task("t1", [2, 3])
+    with pytest.raises(RuntimeError, match="without a training step"):
+        learner.end_task()
+
+
+def test_signatures_have_layer_sizes(stream):
+    learner = make("treelora", stream)
+    learner.run_stream(stream)
+    sig = learner.tree.entries["t0"].signature
+    assert [s.numel() for s in sig] == learner.lora.layer_dims()
+    official = make("treelora-official", stream)
+    official.run_stream(stream)
+    assert [s.numel() for s in official.tree.entries["t0"].signature] == official.lora.a_dims()
+
+
+@pytest.mark.parametrize("reg", ["l1-grad-fd", "none"])
+def test_regulariser_variants_run(reg, stream):
+    learner = make("treelora", stream, regularizer=reg, selector="flat-lcb")
+    res = learner.run_stream(stream)
+    assert all(math.isfinite(v) for v in res["metrics"].values())
+
+
+def test_warm_start_loads_adapter(stream):
+    learner = make("seqlora", stream)
+    learner.run_stream(stream)
+    snap = learner.tree.entries["t0"].payload
+    fresh = make("seqlora", stream)
+    fresh.begin_task("n0", [0, 1], warm_start=snap)
+    for k, v in fresh.adapter_state().items():
+        assert torch.allclose(v, snap[k])

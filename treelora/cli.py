@@ -1,0 +1,166 @@
+"""``treelora`` command line: train task streams centrally and compare runs.
+
+    treelora train --method treelora seqlora --stream wordnet --backbone minilm --seeds 0 1 2 --out runs/table
+    treelora compare runs/table
+    treelora list
+
+``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png,
+tree.txt) and ``<out>/summary.md`` + ``summary.json`` + ``acc.png`` over all of them. Any config field can be
+set with ``--set key=value`` (see ``treelora.config.LearnerConfig``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import METHODS, config_fields, make_config
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (dashes allowed in keys) → typed values; unknown keys are an error."""
+    fields = {f.name: f for f in config_fields()}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            raise SystemExit(f"unknown config key {key!r}; known: {', '.join(sorted(fields))}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key] = value
+    return out
+
+
+def parse_epochs(text: str) -> tuple[int | None, list[int] | None]:
+    """``"2"`` → (2, None); ``"2,1,3"`` → (None, [2, 1, 3]) per task."""
+    parts = [int(x) for x in text.split(",") if x.strip()]
+    if not parts or any(p < 1 for p in parts):
+        raise SystemExit(f"--epochs must be positive integers, got {text!r}")
+    return (parts[0], None) if len(parts) == 1 else (None, parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .backbones import load_backbone
+    from .learner import ContinualLearner
+    from .plots import plot_metric_bars
+    from .results import compare_runs, find_results, markdown_table, write_json_atomic, write_run
+    from .streams import load_stream
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set or [])
+    epochs, per_task = parse_epochs(args.epochs) if args.epochs else (None, None)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    out = Path(args.out)
+    order = [int(x) for x in args.order.split(",")] if args.order else None
+    for seed in args.seeds:
+        stream = load_stream(
+            args.stream,
+            seed=args.data_seed if args.data_seed is not None else seed,
+            order=order,
+            train_per_class=args.train_per_class,
+            test_per_class=args.test_per_class,
+            num_tasks=args.num_tasks,
+        )
+        for method in args.method:
+            cfg = make_config(method, seed=seed, **overrides)
+            print(f"== {method} seed {seed}: {len(stream.tasks)} tasks of {stream.name} on {args.backbone}", flush=True)
+            attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
+            backbone = load_backbone(args.backbone, seed=seed, attn_implementation=attn, device=cfg.device)
+            learner = ContinualLearner(backbone, stream.num_classes(), cfg)
+            t0 = time.perf_counter()
+            results = learner.run_stream(stream, epochs=per_task)
+            results["label"] = args.label or method
+            results["wall_time_s"] = time.perf_counter() - t0
+            run_dir = write_run(results, out / (args.label or method) / f"seed{seed}", plots=not args.no_plots)
+            m = results["metrics"]
+            print(
+                f"   ACC {100 * m['acc']:.2f}%  BWT {100 * m['bwt']:.2f}%  forgetting {100 * m['forgetting']:.2f}%"
+                f"  step {1000 * results['step_time_s']:.1f} ms  -> {run_dir}",
+                flush=True,
+            )
+    table = compare_runs(find_results([out]))
+    md = markdown_table(table)
+    (out / "summary.md").write_text(md + "\n")
+    write_json_atomic(out / "summary.json", table)
+    if not args.no_plots:
+        plot_metric_bars(table, "acc", out / "acc.png")
+    print(md)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .results import compare_runs, find_results, markdown_table
+
+    md = markdown_table(compare_runs(find_results(args.runs)))
+    print(md)
+    if args.out:
+        Path(args.out).write_text(md + "\n")
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+    from .streams import list_streams
+
+    print("methods:  ", ", ".join(METHODS))
+    print("streams:  ", ", ".join(list_streams()), "(or jsonl:/path/file.jsonl)")
+    print("backbones:", ", ".join(list_backbones()), "(or a local model directory)")
+    print("config:   ", ", ".join(f.name for f in config_fields()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="treelora", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a task stream with one or more methods and seeds")
+    t.add_argument("--method", nargs="+", default=["treelora"], choices=METHODS)
+    t.add_argument("--stream", default="wordnet")
+    t.add_argument("--backbone", default="minilm")
+    t.add_argument("--seeds", nargs="+", type=int, default=[0])
+    t.add_argument("--data-seed", type=int, default=None, help="fix the train/test draw across seeds")
+    t.add_argument("--epochs", default=None, help="epochs per task: N, or a comma list per task")
+    t.add_argument("--order", default=None, help="task order as a comma list of indices")
+    t.add_argument("--num-tasks", type=int, default=None)
+    t.add_argument("--train-per-class", type=int, default=64)
+    t.add_argument("--test-per-class", type=int, default=16)
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    t.add_argument("--label", default=None, help="name of this variant in the results (default: the method)")
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--no-plots", action="store_true")
+    t.add_argument("--out", default="runs/latest")
+    t.set_defaults(func=cmd_train)
+    c = sub.add_parser("compare", help="mean ± std table over runs (directories or results.json files)")
+    c.add_argument("runs", nargs="+")
+    c.add_argument("--out", default=None, help="also write the markdown table here")
+    c.set_defaults(func=cmd_compare)
+    ls = sub.add_parser("list", help="known methods, streams, backbones and config keys")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``treelora`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"treelora: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Every knob of the continual learner in one place, with its unit and default.
+
+A method name (``treelora``, ``treelora-official``, ``seqlora``, ``olora``, ``ewc``) selects a preset; any field
+can then be overridden. The presets encode DESIGN.md §2: the paper's reading (``treelora``) and the released
+code's reading (``treelora-official``, see RELEASED_VARIANT.md) differ in signature kind, tree split, selection
+rule, regulariser and BWT form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = ("treelora", "treelora-official", "seqlora", "olora", "ewc")
+SIGNATURES = ("grad", "weights")
+SPLITS = ("l1-median", "dot-consecutive")
+SELECTORS = ("tree-lcb", "flat-lcb", "official-softmax", "none")
+REGULARIZERS = ("l1-grad", "l1-grad-fd", "official", "none")
+
+
+@dataclass
+class LearnerConfig:
+    """Hyper-parameters of one continual-learning run (units in the comments)."""
+
+    method: str = "treelora"
+    # --- adapter ---
+    lora_r: int = 8  # rank
+    lora_alpha: float = 32.0  # LoRA scale numerator (scale = alpha / r)
+    lora_dropout: float = 0.1  # probability
+    lora_depth: int = 0  # 0 = every matched module; D > 0 = only the first D modules
+    target_modules: tuple[str, ...] | None = None  # None = query/value projections found per architecture
+    # --- optimisation ---
+    epochs: int = 2  # epochs per task
+    batch_size: int = 32  # examples
+    max_length: int = 32  # tokens per example
+    lr: float = 1e-3  # Adam learning rate for LoRA parameters
+    head_lr: float = 1e-2  # Adam learning rate for the classification head
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global L2 norm; 0 disables
+    # --- TreeLoRA ---
+    signature: str = "grad"  # "grad" (paper) | "weights" (released code)
+    signature_scale_by_layers: bool = False  # released code adds A/T L times per step (a uniform scale)
+    split: str = "l1-median"  # "l1-median" (paper) | "dot-consecutive" (released code)
+    selector: str = "tree-lcb"  # "tree-lcb" | "flat-lcb" | "official-softmax" | "none"
+    regularizer: str = "l1-grad"  # "l1-grad" | "l1-grad-fd" | "official" | "none"
+    lam: float = 0.5  # regulariser weight λ (0.1 vision / 0.5 language in the paper)
+    lcb_c: float = 2.0  # exploration constant c of the LCB
+    tree_delta: float = 0.1  # smoothness slack δ_0 of an internal node (in units of the layer's mean loss)
+    tree_delta_decay: float = 0.5  # δ_depth = δ_0 · decay^depth
+    leaf_size: int = 1  # tasks per leaf
+    max_depth: int = 0  # 0 = number of layers L
+    rebuild_every: int = 4  # rebuild the tree from scratch after this many inserts (paper preset)
+    tree_budget: int = 0  # max stored task adapters; 0 = unlimited (merge closest leaves when over)
+    reg_every: int = 1  # apply the regulariser every k steps (cost knob)
+    fd_eps: float = 1e-3  # finite-difference step of l1-grad-fd (relative to parameter norm)
+    # --- baselines ---
+    olora_lambda: float = 0.5  # λ1 of O-LoRA's orthogonality loss
+    ewc_lambda: float = 5e3  # EWC penalty weight
+    # --- evaluation ---
+    task_aware: bool = False  # False = task-free inference (live adapter, logits over seen classes)
+    eval_batch_size: int = 128
+    # --- run ---
+    seed: int = 0
+    device: str | None = None  # None = cuda if available else cpu
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field whose value is out of range."""
+        choices = {
+            "method": METHODS,
+            "signature": SIGNATURES,
+            "split": SPLITS,
+            "selector": SELECTORS,
+            "regularizer": REGULARIZERS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lora_depth", "max_depth", "tree_budget", "lam", "lcb_c", "ewc_lambda", "olora_lambda"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lr <= 0 or self.head_lr <= 0:
+            raise ValueError("lr and head_lr must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "treelora": dict(signature="grad", split="l1-median", selector="tree-lcb", regularizer="l1-grad"),
+    "treelora-official": dict(
+        signature="weights",
+        split="dot-consecutive",
+        selector="official-softmax",
+        regularizer="official",
+        signature_scale_by_layers=False,
+    ),
+    "seqlora": dict(signature="grad", selector="none", regularizer="none"),
+    "olora": dict(signature="grad", selector="none", regularizer="none"),
+    "ewc": dict(signature="grad", selector="none", regularizer="none"),
+}
+
+
+def make_config(method: str = "treelora", **overrides: Any) -> LearnerConfig:
+    """Config of the named method's preset, with ``overrides`` applied on top (unknown keys are an error)."""
+    if method not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    known = {f.name for f in dataclasses.fields(LearnerConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+    values = {**PRESETS[method], **{k: v for k, v in overrides.items() if v is not None}, "method": method}
+    for key in ("betas", "target_modules"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    return LearnerConfig(**values)
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """The dataclass fields, for CLIs and run-config parsers."""
+    return list(dataclasses.fields(LearnerConfig))
+
+
+__all__ = ["LearnerConfig", "PRESETS", "METHODS", "make_config", "config_fields"]

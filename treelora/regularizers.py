@@ -1,0 +1,136 @@
+"""The TreeLoRA regularisers (DESIGN.md §2 "Regulariser").
+
+* ``l1-grad`` (paper Eq. 3): ``λ·Σ_l ‖ĝ_n^t[l] − G_{k_l}[l]‖₁`` where ĝ is the step's LoRA gradient. Its gradient
+  is a Hessian-vector product ``λ·H·sign(ĝ − G)``, computed exactly by double backward on the LoRA parameters
+  only (needs eager attention: PyTorch's CPU SDPA kernel has no double backward).
+* ``l1-grad-fd``: the same term with the Hessian-vector product taken by a forward difference of gradients,
+  ``H v ≈ (∇L(θ + h v) − ∇L(θ)) / h`` — one extra forward/backward, any attention kernel. The second pass must
+  see the same dropout masks, so the caller's closure replays the RNG state.
+* ``official`` (released code): ``R = −Σ_l ⟨A_l, G_{k_l}[l]⟩`` and
+  ``loss − λ_t · loss.detach() · R / (R.detach() + ε·sign(R))`` — the denominator keeps R's sign.
+
+Each backward function leaves the total gradient in ``.grad`` and returns the per-layer gradient of the plain
+task loss (for the signature and the bandit's observed distance) and the regulariser's value.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .adapters import LayerwiseLoRA
+
+
+def _layer_vectors(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) for i in range(len(grads) // 2)]
+
+
+def plain_backward(loss: torch.Tensor, lora: LayerwiseLoRA) -> tuple[list[torch.Tensor], float]:
+    """Ordinary backward; returns the per-layer LoRA gradients and a zero regulariser value."""
+    loss.backward()
+    return lora.grad_vectors(), 0.0
+
+
+def l1_grad_backward(
+    loss: torch.Tensor,
+    lora: LayerwiseLoRA,
+    other_params: list[nn.Parameter],
+    targets: list[torch.Tensor | None],
+    lam: float,
+) -> tuple[list[torch.Tensor], float]:
+    """Exact ``l1-grad``: double backward through the LoRA gradient. ``targets[l]`` is G_{k_l}[l] or None."""
+    params = lora.parameters()
+    grads = torch.autograd.grad(loss, params + list(other_params), create_graph=True, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params + list(other_params), grads)]
+    layer_g = _layer_vectors(grads[: len(params)])
+    terms = [(g - t.to(g.device, g.dtype)).abs().sum() for g, t in zip(layer_g, targets) if t is not None]
+    reg_value = 0.0
+    reg_grads: list[torch.Tensor | None] = [None] * len(params)
+    if terms and lam > 0:
+        reg = lam * torch.stack(terms).sum()
+        reg_value = float(reg.detach())
+        if reg.requires_grad:
+            reg_grads = list(torch.autograd.grad(reg, params, allow_unused=True))
+    for p, g, rg in zip(params, grads, reg_grads):
+        p.grad = g.detach() + (rg.detach() if rg is not None else 0.0)
+    for p, g in zip(other_params, grads[len(params) :]):
+        p.grad = g.detach()
+    return [g.detach() for g in layer_g], reg_value
+
+
+def l1_grad_fd_backward(
+    closure: Callable[[], torch.Tensor],
+    lora: LayerwiseLoRA,
+    other_params: list[nn.Parameter],
+    targets: list[torch.Tensor | None],
+    lam: float,
+    eps: float = 1e-3,
+) -> tuple[list[torch.Tensor], float]:
+    """``l1-grad`` with a finite-difference Hessian-vector product. ``closure`` computes the task loss and must
+    replay the same randomness (dropout) on every call."""
+    params = lora.parameters()
+    for p in params + list(other_params):
+        p.grad = None
+    closure().backward()
+    base = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    layer_g = _layer_vectors(base)
+    if lam <= 0 or all(t is None for t in targets):
+        return layer_g, 0.0
+    direction: list[torch.Tensor] = []
+    reg_value = 0.0
+    for layer, (g, t) in enumerate(zip(layer_g, targets)):
+        a, b = lora.params(layer)
+        if t is None:
+            v = torch.zeros_like(g)
+        else:
+            diff = g - t.to(g.device, g.dtype)
+            reg_value += float(diff.abs().sum())
+            v = torch.sign(diff)
+        direction += [v[: a.numel()].view_as(a), v[a.numel() :].view_as(b)]
+    v_norm = torch.sqrt(sum((v.float() ** 2).sum() for v in direction))
+    if float(v_norm) == 0.0:
+        return layer_g, lam * reg_value
+    theta_norm = torch.sqrt(sum((p.detach().float() ** 2).sum() for p in params))
+    h = eps * max(float(theta_norm), 1.0) / float(v_norm)
+    head_grads = [p.grad.detach().clone() if p.grad is not None else None for p in other_params]
+    with torch.no_grad():
+        for p, v in zip(params, direction):
+            p.add_(v, alpha=h)
+    for p in params:
+        p.grad = None
+    try:
+        closure().backward()
+        shifted = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, direction):
+                p.sub_(v, alpha=h)
+    for p, g0, g1 in zip(params, base, shifted):
+        p.grad = g0 + lam * (g1 - g0) / h
+    for p, g in zip(other_params, head_grads):
+        p.grad = g
+    return layer_g, lam * reg_value
+
+
+def official_loss(
+    loss: torch.Tensor,
+    lora: LayerwiseLoRA,
+    targets: list[torch.Tensor | None],
+    lam_t: float,
+    eps: float = 1e-5,
+) -> tuple[torch.Tensor, float]:
+    """The released regulariser on the live A matrices; returns ``(total_loss, R)``."""
+    terms = []
+    for layer, t in enumerate(targets):
+        if t is None:
+            continue
+        a = lora.params(layer)[0]
+        terms.append((a.flatten() * t.to(a.device, a.dtype)).sum())
+    if not terms or lam_t == 0:
+        return loss, 0.0
+    r = -torch.stack(terms).sum()
+    sign = 1.0 if float(r.detach()) >= 0 else -1.0
+    total = loss - lam_t * loss.detach() * r / (r.detach() + eps * sign)
+    return total, float(r.detach())

@@ -1,0 +1,107 @@
+"""Results on disk: one directory per run (results.json, metrics.csv, heatmap and tree PNGs) and comparisons.
+
+``results.json`` keeps everything a later analysis may need: the whole accuracy matrix, the metrics, timings,
+the config and library versions. ``compare_runs`` groups runs by method and reports mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import mean_std
+
+METRIC_KEYS = ("acc", "bwt", "bwt_clipped", "forgetting")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -> Path:
+    """Write one run's directory and return it."""
+    from .plots import plot_accuracy_matrix, plot_tree, render_tree_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", results)
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", *results["metrics"].keys(), "step_time_s", "search_time_s", "wall_time_s"])
+        w.writerow(
+            [
+                results["method"],
+                results["config"]["seed"],
+                *results["metrics"].values(),
+                results["step_time_s"],
+                sum(results["search_time_per_task_s"]),
+                sum(results["time_per_task_s"]),
+            ]
+        )
+    R = np.array([[np.nan if x is None else x for x in row] for row in results["accuracy_matrix"]], dtype=float)
+    (out / "tree.txt").write_text(render_tree_text(results["tree"]) + "\n")
+    if plots:
+        title = f"{results['method']} on {results['stream']} ({results['backbone']}, seed {results['config']['seed']})"
+        plot_accuracy_matrix(R, results["tasks"], out / "accuracy_matrix.png", title=title)
+        plot_tree(results["tree"], out / "tree.png", title=f"{results['method']}: task tree")
+    return out
+
+
+def find_results(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Load every results.json under the given files or directories."""
+    found = []
+    for p in paths:
+        p = Path(p)
+        files = [p] if p.is_file() else sorted(p.rglob("results.json"))
+        if not files:
+            raise FileNotFoundError(f"no results.json under {p}")
+        for f in files:
+            with open(f) as fh:
+                data = json.load(fh)
+            data["_path"] = str(f)
+            found.append(data)
+    return found
+
+
+def compare_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """method → metric → (mean, std over seeds), including time per task and time in the similarity search."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_method.setdefault(r.get("label") or r["method"], []).append(r)
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for method, rs in by_method.items():
+        row = {k: mean_std([float(r["metrics"][k]) for r in rs]) for k in METRIC_KEYS}
+        row["time_per_task_s"] = mean_std([float(np.mean(r["time_per_task_s"])) for r in rs])
+        row["search_time_per_task_s"] = mean_std([float(np.mean(r["search_time_per_task_s"])) for r in rs])
+        row["step_time_s"] = mean_std([float(r["step_time_s"]) for r in rs])
+        row["seeds"] = (float(len(rs)), 0.0)
+        table[method] = row
+    return table
+
+
+def markdown_table(table: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Markdown: accuracies in %, times in seconds, mean ± std."""
+    head = "| method | seeds | ACC % | BWT % | clipped BWT % | forgetting % | time/task s | search/task s | step s |"
+    lines = [head, "|" + "---|" * 9]
+    for method, row in table.items():
+        pct = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in METRIC_KEYS]
+        times = [f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("time_per_task_s", "search_time_per_task_s", "step_time_s")]
+        lines.append(f"| {method} | {int(row['seeds'][0])} | " + " | ".join(pct + times) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,412 @@
+"""The layer-wise hierarchical similarity tree over finished tasks (DESIGN.md §2 "Tree").
+
+A K-D tree whose level ``d`` splits on layer ``d``: shallow levels group tasks broadly (input-side layers hold
+shared, low-level knowledge), deep levels are task-specific. Two split rules:
+
+* ``l1-median`` (paper): at a node take its tasks' layer-d signatures, the group mean ``m`` and each task's
+  distance ``‖G_i[d] − m‖₁``; tasks at or below the median distance go left (ties left). If a side is empty the
+  tasks are split in half by distance. An inserted task is routed by the same rule (distance to the stored ``m``
+  against the stored threshold), so insert and rebuild agree on the points the split was built from.
+* ``dot-consecutive`` (released code): built from consecutive differences ``Δ_0 = G_0, Δ_i = G_i − G_{i−1}``;
+  score ``s_i = ⟨Δ_i[d], mean Δ[d]⟩``; ``s ≥ median`` goes left; an empty side falls back to halving the task list.
+  The released code rebuilds after every task, so insert is a rebuild.
+
+The median is ``torch.median`` (the lower middle value for an even count). Distances go through ``distance_fn``
+so that the same tree works on exact signatures (exact L1) and on Cauchy sketches (median estimator). Node ids
+are their paths from the root ("" root, "0" its left child, "01" ...), stable across serialization.
+
+A storage budget merges the two closest entries (summed per-layer distance) until the count fits: signatures and
+payloads (adapter tensors) are averaged weighted by how many tasks each holds, and the merged entry keeps its
+members so every original task stays reachable through :meth:`TaskTree.entry_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+Signature = list[torch.Tensor]
+DistanceFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+TREE_FORMAT_VERSION = 1
+
+
+def l1_distance(layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact L1 distance along the last dimension (broadcasts: ``b`` may be ``(k, p)``)."""
+    return (a - b).abs().sum(dim=-1)
+
+
+@dataclass
+class TreeEntry:
+    """A stored task (or a merge of several): its per-layer signature and optional adapter payload."""
+
+    key: str
+    signature: Signature
+    members: list[str]
+    weight: float = 1.0
+    payload: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class Node:
+    """A tree node. ``keys`` are the entry keys below it; a leaf has no children."""
+
+    path: str
+    depth: int
+    keys: list[str]
+    children: list["Node"] = field(default_factory=list)
+    center: torch.Tensor | None = None  # layer-d mean the split measured against
+    threshold: float | None = None  # split value (median distance or median score)
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    def walk(self) -> Iterator["Node"]:
+        """Pre-order traversal."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+class TaskTree:
+    """Hierarchical similarity tree over task entries keyed by string (e.g. ``"t3"`` or ``"client2/t1"``)."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        *,
+        split: str = "l1-median",
+        leaf_size: int = 1,
+        max_depth: int = 0,
+        distance_fn: DistanceFn = l1_distance,
+    ) -> None:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if split not in ("l1-median", "dot-consecutive"):
+            raise ValueError(f"split must be 'l1-median' or 'dot-consecutive', got {split!r}")
+        if leaf_size < 1:
+            raise ValueError(f"leaf_size must be >= 1, got {leaf_size}")
+        self.num_layers = num_layers
+        self.split = split
+        self.leaf_size = leaf_size
+        self.max_depth = min(max_depth or num_layers, num_layers)
+        self.distance_fn = distance_fn
+        self.entries: dict[str, TreeEntry] = {}
+        self.root: Node | None = None
+        self._member_index: dict[str, str] = {}
+        self._leaf_index: dict[str, Node] = {}
+        self.version = 0  # bumped on every structural change, so a bandit knows to refresh
+
+    # ------------------------------------------------------------------ building
+    def _check_signature(self, key: str, signature: Signature) -> Signature:
+        if len(signature) != self.num_layers:
+            raise ValueError(f"signature of {key!r} has {len(signature)} layers, the tree has {self.num_layers}")
+        out = []
+        for layer, vec in enumerate(signature):
+            vec = torch.as_tensor(vec).detach().to("cpu", torch.float32).flatten()
+            if not torch.isfinite(vec).all():
+                raise ValueError(f"signature of {key!r} has non-finite values in layer {layer}")
+            if self.entries:
+                ref = next(iter(self.entries.values())).signature[layer]
+                if ref.numel() != vec.numel():
+                    raise ValueError(
+                        f"signature of {key!r} layer {layer} has {vec.numel()} values, the tree stores {ref.numel()}"
+                    )
+            out.append(vec)
+        return out
+
+    def add(
+        self,
+        key: str,
+        signature: Signature,
+        *,
+        payload: dict[str, torch.Tensor] | None = None,
+        weight: float = 1.0,
+        rebuild: bool = False,
+    ) -> None:
+        """Add a finished task. Incremental insert for ``l1-median`` unless ``rebuild``; always a rebuild for
+        ``dot-consecutive`` (as released). Validation happens before any change, so a bad signature leaves the
+        tree as it was."""
+        if not key or "+" in key:
+            raise ValueError(f"task key {key!r} must be non-empty and must not contain '+' (used for merges)")
+        if key in self.entries or key in self._member_index:
+            raise ValueError(f"task {key!r} is already in the tree")
+        signature = self._check_signature(key, signature)
+        self.entries[key] = TreeEntry(key, signature, [key], float(weight), payload)
+        self._member_index[key] = key
+        if rebuild or self.root is None or self.split == "dot-consecutive":
+            self.build()
+        else:
+            self._insert(key)
+
+    def build(self) -> None:
+        """Rebuild the whole tree from the stored entries."""
+        keys = list(self.entries)
+        if not keys:
+            self.root = None
+        elif self.split == "l1-median":
+            self.root = self._build_l1(keys, 0, "")
+        else:
+            deltas = self._consecutive_differences(keys)
+            self.root = self._build_dot(keys, deltas, 0, "")
+        self._reindex()
+
+    def _is_leaf_set(self, keys: list[str], depth: int) -> bool:
+        return len(keys) <= self.leaf_size or depth >= self.max_depth
+
+    def _build_l1(self, keys: list[str], depth: int, path: str) -> Node:
+        node = Node(path, depth, list(keys))
+        if self._is_leaf_set(keys, depth):
+            return node
+        x = torch.stack([self.entries[k].signature[depth] for k in keys])
+        center = x.mean(dim=0)
+        dist = self.distance_fn(depth, center, x)
+        threshold = float(torch.median(dist))
+        left = [k for k, d in zip(keys, dist.tolist()) if d <= threshold]
+        right = [k for k, d in zip(keys, dist.tolist()) if d > threshold]
+        if not left or not right:
+            order = torch.argsort(dist, stable=True).tolist()
+            half = (len(keys) + 1) // 2
+            left = [keys[i] for i in sorted(order[:half])]
+            right = [keys[i] for i in sorted(order[half:])]
+            threshold = float(dist[order[half - 1]])
+        node.center, node.threshold = center, threshold
+        node.children = [self._build_l1(left, depth + 1, path + "0"), self._build_l1(right, depth + 1, path + "1")]
+        return node
+
+    def _consecutive_differences(self, keys: list[str]) -> dict[str, Signature]:
+        deltas: dict[str, Signature] = {}
+        prev: Signature | None = None
+        for k in keys:
+            sig = self.entries[k].signature
+            deltas[k] = list(sig) if prev is None else [a - b for a, b in zip(sig, prev)]
+            prev = sig
+        return deltas
+
+    def _build_dot(self, keys: list[str], deltas: dict[str, Signature], depth: int, path: str) -> Node:
+        node = Node(path, depth, list(keys))
+        if depth >= self.max_depth or len(keys) <= 1:
+            return node
+        x = torch.stack([deltas[k][depth] for k in keys])
+        center = x.mean(dim=0)
+        score = x @ center
+        threshold = float(torch.median(score))
+        left = [k for k, s in zip(keys, score.tolist()) if s >= threshold]
+        right = [k for k, s in zip(keys, score.tolist()) if s < threshold]
+        if not left or not right:
+            half = len(keys) // 2
+            left, right = keys[:half], keys[half:]
+        node.center, node.threshold = center, threshold
+        node.children = [
+            self._build_dot(left, deltas, depth + 1, path + "0"),
+            self._build_dot(right, deltas, depth + 1, path + "1"),
+        ]
+        return node
+
+    def _route(self, node: Node, signature: Signature) -> Node:
+        assert node.center is not None and node.threshold is not None
+        dist = float(self.distance_fn(node.depth, node.center, signature[node.depth]))
+        return node.children[0] if dist <= node.threshold else node.children[1]
+
+    def _insert(self, key: str) -> None:
+        assert self.root is not None
+        signature = self.entries[key].signature
+        node = self.root
+        while True:
+            node.keys.append(key)
+            if node.is_leaf:
+                break
+            node = self._route(node, signature)
+        if not self._is_leaf_set(node.keys, node.depth):
+            rebuilt = self._build_l1(node.keys, node.depth, node.path)
+            node.children, node.center, node.threshold = rebuilt.children, rebuilt.center, rebuilt.threshold
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._leaf_index = {}
+        if self.root is not None:
+            for node in self.root.walk():
+                if node.is_leaf:
+                    for k in node.keys:
+                        self._leaf_index[k] = node
+        self.version += 1
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._member_index
+
+    def entry_of(self, task_key: str) -> TreeEntry:
+        """The entry holding an original task (itself, or the merge that absorbed it)."""
+        if task_key not in self._member_index:
+            raise KeyError(f"task {task_key!r} is not in the tree")
+        return self.entries[self._member_index[task_key]]
+
+    def leaves(self) -> list[Node]:
+        """All leaves, left to right."""
+        return [] if self.root is None else [n for n in self.root.walk() if n.is_leaf]
+
+    def nodes(self) -> list[Node]:
+        """All nodes in pre-order."""
+        return [] if self.root is None else list(self.root.walk())
+
+    def depth(self) -> int:
+        """Depth of the deepest leaf (0 for a single leaf)."""
+        return max((n.depth for n in self.leaves()), default=0)
+
+    def path_to(self, task_key: str) -> list[Node]:
+        """Nodes from the root to the leaf holding ``task_key`` (or the entry that absorbed it)."""
+        leaf = self._leaf_index[self.entry_of(task_key).key]
+        out, node = [], self.root
+        assert node is not None
+        for step in leaf.path:
+            out.append(node)
+            node = node.children[int(step)]
+        out.append(node)
+        return out
+
+    def node_at(self, path: str) -> Node:
+        """The node with the given path id."""
+        if self.root is None:
+            raise KeyError("the tree is empty")
+        node = self.root
+        for step in path:
+            if node.is_leaf or step not in "01":
+                raise KeyError(f"no node at path {path!r}")
+            node = node.children[int(step)]
+        return node
+
+    def group(self, task_key: str, depth: int) -> list[str]:
+        """Entry keys sharing ``task_key``'s node at ``depth`` (the whole leaf if the leaf is shallower)."""
+        path = self.path_to(task_key)
+        return list(path[min(depth, len(path) - 1)].keys)
+
+    def locate(self, signature: Signature) -> list[Node]:
+        """Root-to-leaf path a new (not stored) signature would take; used to place a running task."""
+        if self.root is None:
+            return []
+        signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
+        out, node = [self.root], self.root
+        while not node.is_leaf:
+            if self.split == "l1-median":
+                node = self._route(node, signature)
+            else:
+                assert node.center is not None and node.threshold is not None
+                last = self.entries[list(self.entries)[-1]].signature[node.depth]
+                score = float((signature[node.depth] - last) @ node.center)
+                node = node.children[0] if score >= node.threshold else node.children[1]
+            out.append(node)
+        return out
+
+    # ------------------------------------------------------------------ budget
+    def merge_to_budget(self, budget: int) -> list[tuple[str, str, str]]:
+        """Merge the two closest entries until at most ``budget`` remain; returns ``(a, b, merged)`` triples."""
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        merges = []
+        while len(self.entries) > budget:
+            keys = list(self.entries)
+            best: tuple[float, str, str] | None = None
+            for i, a in enumerate(keys):
+                sa = self.entries[a].signature
+                for b in keys[i + 1 :]:
+                    sb = self.entries[b].signature
+                    d = sum(float(self.distance_fn(layer, sa[layer], sb[layer])) for layer in range(self.num_layers))
+                    if best is None or d < best[0]:
+                        best = (d, a, b)
+            assert best is not None
+            _, a, b = best
+            merges.append((a, b, self._merge(a, b)))
+        if merges:
+            self.build()
+        return merges
+
+    def _merge(self, a: str, b: str) -> str:
+        ea, eb = self.entries[a], self.entries[b]
+        wa, wb = ea.weight / (ea.weight + eb.weight), eb.weight / (ea.weight + eb.weight)
+        payload = None
+        if ea.payload is not None and eb.payload is not None:
+            payload = {name: wa * ea.payload[name] + wb * eb.payload[name] for name in ea.payload}
+        merged = TreeEntry(
+            key=f"{a}+{b}",
+            signature=[wa * x + wb * y for x, y in zip(ea.signature, eb.signature)],
+            members=ea.members + eb.members,
+            weight=ea.weight + eb.weight,
+            payload=payload,
+        )
+        rebuilt: dict[str, TreeEntry] = {}
+        for k, e in self.entries.items():
+            if k == a:
+                rebuilt[merged.key] = merged
+            elif k != b:
+                rebuilt[k] = e
+        self.entries = rebuilt
+        for member in merged.members:
+            self._member_index[member] = merged.key
+        return merged.key
+
+    # ------------------------------------------------------------------ serialization
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of python scalars, lists and CPU tensors (``torch.save``-able, exact round trip)."""
+
+        def node_dict(n: Node) -> dict[str, Any]:
+            return {
+                "path": n.path,
+                "depth": n.depth,
+                "keys": list(n.keys),
+                "center": n.center,
+                "threshold": n.threshold,
+                "children": [node_dict(c) for c in n.children],
+            }
+
+        return {
+            "version": TREE_FORMAT_VERSION,
+            "num_layers": self.num_layers,
+            "split": self.split,
+            "leaf_size": self.leaf_size,
+            "max_depth": self.max_depth,
+            "entries": [
+                {"key": e.key, "signature": e.signature, "members": e.members, "weight": e.weight, "payload": e.payload}
+                for e in self.entries.values()
+            ],
+            "root": None if self.root is None else node_dict(self.root),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, distance_fn: DistanceFn = l1_distance) -> "TaskTree":
+        """Inverse of :meth:`to_dict`; raises ValueError on a wrong version or inconsistent content."""
+        if data.get("version") != TREE_FORMAT_VERSION:
+            raise ValueError(f"tree format version {data.get('version')!r} is not {TREE_FORMAT_VERSION}")
+        tree = cls(
+            data["num_layers"],
+            split=data["split"],
+            leaf_size=data["leaf_size"],
+            max_depth=data["max_depth"],
+            distance_fn=distance_fn,
+        )
+        for e in data["entries"]:
+            tree.entries[e["key"]] = TreeEntry(e["key"], list(e["signature"]), list(e["members"]), e["weight"], e["payload"])
+            for m in e["members"]:
+                tree._member_index[m] = e["key"]
+
+        def node_from(d: dict[str, Any]) -> Node:
+            return Node(d["path"], d["depth"], list(d["keys"]), [node_from(c) for c in d["children"]], d["center"], d["threshold"])
+
+        tree.root = None if data["root"] is None else node_from(data["root"])
+        if tree.root is not None and sorted(tree.root.keys) != sorted(tree.entries):
+            raise ValueError("serialized tree: root keys do not match the stored entries")
+        tree._reindex()
+        return tree
+
+    def render(self) -> dict[str, Any]:
+        """``{"depth", "tasks", "children"}`` nested dict for plotting (tasks = original member names)."""
+
+        def walk(n: Node) -> dict[str, Any]:
+            tasks = [m for k in n.keys for m in self.entries[k].members]
+            return {"depth": n.depth, "tasks": tasks, "children": [walk(c) for c in n.children]}
+
+        return {"depth": 0, "tasks": [], "children": []} if self.root is None else walk(self.root)
