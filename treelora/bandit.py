@@ -18,6 +18,7 @@ Ties are broken by a seeded generator so that unpulled siblings are explored in 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class _LCBBase:
         """One arm per layer (None while the tree is empty)."""
         return [self.select(layer, t) for layer in range(self.tree.num_layers)]
 
-    def select(self, layer: int, t: int) -> str | None:  # pragma: no cover - abstract
+    def select(self, layer: int, t: int, allowed: Callable[[str], bool] | None = None) -> str | None:  # pragma: no cover
         raise NotImplementedError
 
     def update_all(self, choices: list[str | None], losses: list[float], t: int) -> None:
@@ -151,8 +152,8 @@ class _LCBBase:
 class FlatLCBBandit(_LCBBase):
     """Argmin-LCB over every arm: O(n) bound evaluations per layer per step."""
 
-    def select(self, layer: int, t: int) -> str | None:
-        keys = list(self.tree.entries)
+    def select(self, layer: int, t: int, allowed: Callable[[str], bool] | None = None) -> str | None:
+        keys = [k for k in self.tree.entries if allowed is None or allowed(k)]
         if not keys:
             return None
         self.evaluations += 1
@@ -212,16 +213,24 @@ class TreeLCBBandit(_LCBBase):
             return min(self.arm_lcb(layer, k, t) for k in node.keys)
         return max(self._own_bound(node, layer, t), float(self._min_child[node.path][layer]))
 
-    def select(self, layer: int, t: int) -> str | None:
+    def select(self, layer: int, t: int, allowed: Callable[[str], bool] | None = None) -> str | None:
+        """Descend by smallest child bound. ``allowed`` restricts the arms (a federated client never gets its own
+        leaves back); subtrees without an allowed arm are skipped, which costs a scan of their keys."""
         if self.tree.root is None:
             return None
         if self._tree_version != self.tree.version:
             self.refresh()
         node = self.tree.root
+        if allowed is not None and not any(allowed(k) for k in node.keys):
+            return None
         while not node.is_leaf:
-            node = node.children[self._argmin([self._bound(c, layer, t) for c in node.children])]
+            children = node.children
+            if allowed is not None:
+                children = [c for c in children if any(allowed(k) for k in c.keys)]
+            node = children[self._argmin([self._bound(c, layer, t) for c in children])]
+        keys = node.keys if allowed is None else [k for k in node.keys if allowed(k)]
         self.evaluations += 1
-        return node.keys[self._argmin([self.arm_lcb(layer, k, t) for k in node.keys])]
+        return keys[self._argmin([self.arm_lcb(layer, k, t) for k in keys])]
 
     def update(self, layer: int, key: str, loss: float, t: int) -> None:
         if not math.isfinite(loss):

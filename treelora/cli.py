@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"== {method} seed {seed}: {len(stream.tasks)} tasks of {stream.name} on {args.backbone}", flush=True)
             attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
             backbone = load_backbone(args.backbone, seed=seed, attn_implementation=attn, device=cfg.device)
-            learner = ContinualLearner(backbone, stream.num_classes(), cfg)
+            learner = ContinualLearner(backbone, stream.num_classes(), cfg, stream=stream)
             t0 = time.perf_counter()
             results = learner.run_stream(stream, epochs=per_task)
             results["label"] = args.label or method

@@ -58,6 +58,7 @@ class LearnerConfig:
     # --- baselines ---
     olora_lambda: float = 0.5  # λ1 of O-LoRA's orthogonality loss
     ewc_lambda: float = 5e3  # EWC penalty weight
+    lm_mode: str = "generate"  # causal LMs: "generate" (instruction answer, greedy decoding) | "head" (class head)
     # --- evaluation ---
     task_aware: bool = False  # False = task-free inference (live adapter, logits over seen classes)
     eval_batch_size: int = 128
@@ -82,6 +83,8 @@ class LearnerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.lm_mode not in ("generate", "head"):
+            raise ValueError(f"lm_mode={self.lm_mode!r} is not one of generate, head")
         positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every")
         for name in positive:
             if int(getattr(self, name)) < 1:

@@ -79,6 +79,18 @@ class ClassifierModel(nn.Module):
         feats = self.features(batch)
         return self.head(feats.to(self.head.weight.dtype))
 
+    def encode(self, examples: list[Any], tokenizer: Any, max_length: int) -> dict[str, torch.Tensor]:
+        """Tensors for a split (the task-model interface shared with :class:`treelora.lm.InstructionLM`)."""
+        return encode_examples(examples, tokenizer, max_length)
+
+    def loss(self, batch: dict[str, torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with logits restricted to ``classes`` (class-incremental training)."""
+        return nn.functional.cross_entropy(_masked_logits(self(batch).float(), classes), batch["labels"])
+
+    def predict(self, batch: dict[str, torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """Predicted global class ids, argmax over ``classes``."""
+        return _masked_logits(self(batch).float(), classes).argmax(dim=-1)
+
 
 @dataclass
 class TaskRecord:
@@ -103,8 +115,9 @@ def _masked_logits(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
 class ContinualLearner:
     """TreeLoRA and its baselines on one backbone (see the module docstring)."""
 
-    def __init__(self, backbone: Any, num_classes: int, config: LearnerConfig) -> None:
+    def __init__(self, backbone: Any, num_classes: int, config: LearnerConfig, stream: Any | None = None) -> None:
         self.cfg = config
+        self.stream = stream
         self.backbone_name = getattr(backbone, "name", "custom")
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if config.threads > 0:
@@ -124,12 +137,12 @@ class ContinualLearner:
             lora_depth=config.lora_depth,
             seed=config.seed,
         )
-        self.model = ClassifierModel(self.lora.model, backbone.kind, backbone.hidden_size, num_classes).to(self.device)
+        self.model = self._make_model(backbone, num_classes).to(self.device)
         self.num_classes = num_classes
         self.optimizer = torch.optim.Adam(
             [
                 {"params": self.lora.parameters(), "lr": config.lr},
-                {"params": list(self.model.head.parameters()), "lr": config.head_lr},
+                {"params": self._head_params(), "lr": config.head_lr},
             ],
             betas=tuple(config.betas),
             weight_decay=config.weight_decay,
@@ -141,6 +154,7 @@ class ContinualLearner:
             config.signature, self.lora, scale_by_layers=config.signature_scale_by_layers
         )
         self.records: dict[str, TaskRecord] = {}
+        self.on_step: Any = None  # optional callback(per-layer LoRA gradients) after every step
         self.seen_classes: list[int] = []
         self.current: TaskRecord | None = None
         self._inserts_since_rebuild = 0
@@ -157,6 +171,20 @@ class ContinualLearner:
         self._olora_prev: list[list[torch.Tensor]] = [[] for _ in range(L)]
 
     # ------------------------------------------------------------------ setup helpers
+    def _make_model(self, backbone: Any, num_classes: int) -> nn.Module:
+        """Causal LMs on instruction streams generate the answer; everything else gets a class head."""
+        if backbone.kind == "causal-lm" and self.cfg.lm_mode == "generate":
+            from .lm import InstructionLM
+
+            if self.stream is None:
+                raise ValueError("a causal-LM learner in generate mode needs the stream (prompts and answers)")
+            return InstructionLM(self.lora.model, backbone.tokenizer, self.stream)
+        return ClassifierModel(self.lora.model, backbone.kind, backbone.hidden_size, num_classes)
+
+    def _head_params(self) -> list[nn.Parameter]:
+        head = getattr(self.model, "head", None)
+        return [] if head is None else list(head.parameters())
+
     def _make_selector(self) -> Any:
         cfg = self.cfg
         if cfg.selector == "tree-lcb":
@@ -179,7 +207,7 @@ class ContinualLearner:
 
     def encode(self, examples: Iterable[Any]) -> dict[str, torch.Tensor]:
         """Tensors for a list of :class:`treelora.streams.Example`."""
-        return encode_examples(list(examples), self.tokenizer, self.cfg.max_length)
+        return self.model.encode(list(examples), self.tokenizer, self.cfg.max_length)
 
     # ------------------------------------------------------------------ task life cycle
     def begin_task(self, key: str, classes: list[int], warm_start: dict[str, torch.Tensor] | None = None) -> None:
@@ -263,13 +291,12 @@ class ContinualLearner:
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)
             with self._autocast():
-                logits = self.model(batch)
-            loss = nn.functional.cross_entropy(_masked_logits(logits.float(), classes), batch["labels"])
-            return loss + self._baseline_penalty()
+                loss = self.model.loss(batch, classes)
+            return loss.float() + self._baseline_penalty()
 
         self.optimizer.zero_grad(set_to_none=True)
         reg_t0 = time.perf_counter()
-        head = list(self.model.head.parameters())
+        head = self._head_params()
         if apply_reg and cfg.regularizer == "l1-grad":
             loss = task_loss()
             grads, _ = l1_grad_backward(loss, self.lora, head, targets, cfg.lam)
@@ -294,6 +321,8 @@ class ContinualLearner:
         reg_s = time.perf_counter() - reg_t0 if apply_reg else 0.0
 
         self.signature.observe(grads)
+        if self.on_step is not None:
+            self.on_step(grads)
         if cfg.method == "ewc":
             self._ewc_observe(grads)
 
@@ -394,7 +423,8 @@ class ContinualLearner:
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The live LoRA and head on CPU (what a task snapshot holds)."""
         out = self.lora.snapshot()
-        for name, p in self.model.head.named_parameters():
+        head = getattr(self.model, "head", None)
+        for name, p in ([] if head is None else head.named_parameters()):
             out[f"head.{name}"] = p.detach().to("cpu", copy=True)
         return out
 
@@ -405,6 +435,57 @@ class ContinualLearner:
             with torch.no_grad():
                 self.model.head.weight.copy_(state["head.weight"])
                 self.model.head.bias.copy_(state["head.bias"])
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue in a new process: adapter, head, optimiser, tree, selector statistics,
+        the running signature, the open task and the baselines' state (CPU tensors and plain python)."""
+        sig = self.signature
+        return {
+            "format": 1,
+            "method": self.cfg.method,
+            "adapter": self.adapter_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "tree": self.tree.to_dict(),
+            "selector": None if self.selector is None else self.selector.state(),
+            "signature": {
+                "acc": None if sig._acc is None else [a.cpu() for a in sig._acc],
+                "count": sig.count,
+                "steps_per_epoch": sig.steps_per_epoch,
+            },
+            "records": {k: vars(r) for k, r in self.records.items()},
+            "current": None if self.current is None else vars(self.current),
+            "seen_classes": list(self.seen_classes),
+            "counters": [self._inserts_since_rebuild, self._step_in_task, self._step_in_epoch, self._epoch_steps,
+                         self._epoch, self._loss_sum],
+            "ewc": [self._ewc_fisher, self._ewc_anchor, self._ewc_sq, self._ewc_count],
+            "olora_prev": self._olora_prev,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into a learner built with the same config and backbone."""
+        if state.get("format") != 1 or state.get("method") != self.cfg.method:
+            raise ValueError(
+                f"learner state is for method {state.get('method')!r} (format {state.get('format')}), "
+                f"this learner runs {self.cfg.method!r}"
+            )
+        if self.cfg.method == "olora" and any(state["olora_prev"]):
+            raise ValueError("olora state cannot be restored: earlier adapters were merged into the base weights")
+        self.load_adapter(state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tree = TaskTree.from_dict(state["tree"])
+        self.selector = self._make_selector()
+        if self.selector is not None and state["selector"] is not None:
+            self.selector.load_state(state["selector"])
+        sig = state["signature"]
+        self.signature._acc = None if sig["acc"] is None else [a.to(self.device) for a in sig["acc"]]
+        self.signature.count, self.signature.steps_per_epoch = sig["count"], sig["steps_per_epoch"]
+        self.records = {k: TaskRecord(**v) for k, v in state["records"].items()}
+        self.current = None if state["current"] is None else TaskRecord(**state["current"])
+        self.seen_classes = list(state["seen_classes"])
+        (self._inserts_since_rebuild, self._step_in_task, self._step_in_epoch, self._epoch_steps, self._epoch,
+         self._loss_sum) = state["counters"]
+        self._ewc_fisher, self._ewc_anchor, self._ewc_sq, self._ewc_count = state["ewc"]
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -430,8 +511,7 @@ class ContinualLearner:
             for batch in iterate_batches(encoded, self.cfg.eval_batch_size, shuffle=False):
                 batch = self._to_device(batch)
                 with self._autocast():
-                    logits = self.model(batch)
-                pred = _masked_logits(logits.float(), classes).argmax(dim=-1)
+                    pred = self.model.predict(batch, classes)
                 correct += int((pred == batch["labels"]).sum())
         finally:
             self.model.train(was_training)

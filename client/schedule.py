@@ -1,0 +1,90 @@
+"""Each client's task stream in a scenario: which task it trains in which round, and its share of the data.
+
+A scenario is fully determined by the run config, so a client process can recompute its schedule from its
+partition id alone (in deployment every message runs in a new process). Scenarios:
+
+* ``staggered`` (default preset): client c trains the stream's tasks starting at task ``c·shift`` and walking
+  forward cyclically, so clients meet the same tasks at different rounds.
+* ``families``: clients are split into ``families`` groups; the clients of one family share a task sequence (a
+  rotation of the stream), so their task families overlap and sharing should pay.
+* ``identical``: every client has the same sequence (the FedAvg-friendly case).
+
+Data: every task's training examples are split into ``num_clients`` disjoint, seeded shards per class (non-IID
+only in which tasks a client meets, IID within a task); each client holds one shard of each task it trains. The
+test split is shared, so per-client scores are comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCENARIOS = ("staggered", "families", "identical")
+
+
+@dataclass(frozen=True)
+class ClientSchedule:
+    """Task indices (into the stream) a client trains, in order, each for ``rounds_per_task`` rounds."""
+
+    client: int
+    tasks: tuple[int, ...]
+    rounds_per_task: int
+
+    @property
+    def total_rounds(self) -> int:
+        return len(self.tasks) * self.rounds_per_task
+
+    def position(self, server_round: int) -> tuple[int, bool] | None:
+        """(position in ``tasks``, is this the task's last round) for a 1-based round; None after the stream."""
+        if server_round < 1:
+            raise ValueError(f"rounds are 1-based, got {server_round}")
+        pos = (server_round - 1) // self.rounds_per_task
+        if pos >= len(self.tasks):
+            return None
+        return pos, (server_round % self.rounds_per_task == 0)
+
+
+def make_schedule(
+    scenario: str,
+    client: int,
+    num_clients: int,
+    num_stream_tasks: int,
+    tasks_per_client: int,
+    rounds_per_task: int,
+    *,
+    families: int = 2,
+) -> ClientSchedule:
+    """The schedule of ``client`` (0-based partition id) in a scenario."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if not 0 <= client < num_clients:
+        raise ValueError(f"client {client} is outside 0..{num_clients - 1}")
+    if not 1 <= tasks_per_client <= num_stream_tasks:
+        raise ValueError(f"tasks-per-client must be in 1..{num_stream_tasks}, got {tasks_per_client}")
+    if rounds_per_task < 1:
+        raise ValueError(f"rounds-per-task must be >= 1, got {rounds_per_task}")
+    if scenario == "identical":
+        start = 0
+    elif scenario == "staggered":
+        shift = max(1, num_stream_tasks // max(num_clients, 1))
+        start = (client * shift) % num_stream_tasks
+    else:
+        if families < 1:
+            raise ValueError(f"families must be >= 1, got {families}")
+        start = ((client % families) * (num_stream_tasks // families)) % num_stream_tasks
+    tasks = tuple((start + k) % num_stream_tasks for k in range(tasks_per_client))
+    return ClientSchedule(client, tasks, rounds_per_task)
+
+
+def shard(examples: list, client: int, num_clients: int, seed: int) -> list:
+    """Client ``client``'s disjoint share of ``examples``, balanced per class (seeded, order-independent)."""
+    by_class: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_class.setdefault(int(e.label), []).append(i)
+    keep: list[int] = []
+    for label, idx in sorted(by_class.items()):
+        rng = np.random.default_rng([seed, label, 7919])
+        perm = rng.permutation(len(idx))
+        keep += [idx[j] for j in perm[client::num_clients]]
+    return [examples[i] for i in sorted(keep)]

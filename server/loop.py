@@ -1,0 +1,157 @@
+"""The federated round loop over a Flower ``Grid`` (the ServerApp's ``@app.main()`` calls :func:`run`).
+
+Per round: probe the clients that are about to start a task (``query``), build each node's ``train`` message
+one by one (Flower's FedAvg would share one RecordDict across nodes), send and receive, validate and ingest
+each reply (a bad reply is rejected with a logged reason and changes nothing), aggregate the shared layers for
+the next round, checkpoint atomically. Every ``eval-every`` rounds, and at the end, an ``evaluate`` round
+collects each client's scores on every task it has finished. Results go to ``<out-dir>/results.json`` with
+plots beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from client.records import content_nbytes, pack, unpack
+from client.settings import FedSettings
+from protos.wire import ProtocolError, parse_eval
+
+from .state import CHECKPOINT, GlobalState, RoundLog
+
+log = logging.getLogger("treelora.server")
+
+
+def _send(grid: Grid, messages: list[Message], timeout: float | None) -> list[Message]:
+    if not messages:
+        return []
+    return list(grid.send_and_receive(messages, timeout=timeout or None))
+
+
+def _client_of(state: GlobalState, node_id: int) -> str | None:
+    for c, info in state.clients.items():
+        if info.node_id == node_id:
+            return c
+    return None
+
+
+def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_id: str = "",
+        progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a federation to the end of every client's stream; returns the results dict."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir or fed.out_dir)
+    if fed.resume and (out / CHECKPOINT).exists():
+        state = GlobalState.resume(fed, out)
+        log.info("resumed from round %d with %d leaves", state.round, len(state.leaves))
+    else:
+        state = GlobalState(fed, out, run_id=run_id)
+    node_ids = sorted(grid.get_node_ids())
+    if not node_ids:
+        raise RuntimeError("no client nodes are connected")
+    timeout = fed.timeout_s or None
+    total = state.max_rounds()
+    bar = tqdm(total=total, initial=state.round, desc=f"federation ({fed.method})", unit="round", disable=not progress)
+    while state.round < total:
+        rnd = state.round + 1
+        t_server = 0.0
+        rec = RoundLog(rnd)
+        # --- reuse: probe clients about to start a task
+        probes = []
+        for nid in node_ids:
+            client = _client_of(state, nid)
+            if client is not None and state.wants_probe(client):
+                content = pack(state.control(client, rnd))
+                rec.bytes_down += content_nbytes(content)
+                probes.append(grid.create_message(content, "query", nid, str(rnd)))
+        for reply in _send(grid, probes, timeout):
+            nid = reply.metadata.src_node_id
+            if not reply.has_content():
+                state.record_error(rnd, nid, RuntimeError(f"probe failed: {reply.error.reason}"))
+                continue
+            rec.bytes_up += content_nbytes(reply.content)
+            try:
+                control, arrays = unpack(reply.content)
+                state.ingest_probe(_client_of(state, nid) or "", control, arrays)
+            except ProtocolError as exc:
+                state.record_error(rnd, nid, exc)
+        # --- train
+        t0 = time.perf_counter()
+        messages = []
+        for nid in node_ids:
+            client = _client_of(state, nid)
+            if client is not None and state.clients[client].done:
+                continue
+            if client is None:
+                assignment, arrays = state.assignment(f"?{nid}", rnd)
+                assignment.client_id = ""
+            else:
+                assignment, arrays = state.assignment(client, rnd)
+            content = pack(assignment, arrays)
+            rec.bytes_down += content_nbytes(content)
+            messages.append(grid.create_message(content, "train", nid, str(rnd)))
+        t_server += time.perf_counter() - t0
+        if not messages:
+            break
+        for reply in _send(grid, messages, timeout):
+            nid = reply.metadata.src_node_id
+            if not reply.has_content():
+                state.record_error(rnd, nid, RuntimeError(f"client error: {reply.error.reason}"))
+                rec.rejected += 1
+                continue
+            rec.bytes_up += content_nbytes(reply.content)
+            t0 = time.perf_counter()
+            try:
+                control, arrays = unpack(reply.content)
+                state.ingest(_client_of(state, nid), nid, rnd, control, arrays)
+                rec.replies += 1
+            except ProtocolError as exc:
+                state.record_error(rnd, nid, exc)
+                rec.rejected += 1
+            t_server += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rec.shared_layers = state.aggregate()
+        rec.leaves = len(state.leaves)
+        state.round = rnd
+        rec.server_s = t_server + time.perf_counter() - t0
+        state.history.append(vars(rec))
+        state.checkpoint()
+        bar.update(1)
+        bar.set_postfix(leaves=rec.leaves, rejected=rec.rejected)
+        if fed.eval_every and rnd % fed.eval_every == 0 and rnd < total:
+            evaluate(grid, state, node_ids, timeout)
+        if state.clients and all(i.done for i in state.clients.values()):
+            break
+    bar.close()
+    final_eval = evaluate(grid, state, node_ids, timeout)
+    results = state.results()
+    results["final_evaluation"] = final_eval
+    return results
+
+
+def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: float | None) -> dict[str, Any]:
+    """Ask every known client for its scores on the tasks it has finished (live adapter, task-free)."""
+    messages = []
+    for nid in node_ids:
+        client = _client_of(state, nid)
+        if client is not None:
+            messages.append(grid.create_message(pack(state.control(client, state.round)), "evaluate", nid,
+                                                f"eval-{state.round}"))
+    scores: dict[str, Any] = {}
+    for reply in _send(grid, messages, timeout):
+        if not reply.has_content():
+            continue
+        try:
+            control, _ = unpack(reply.content)
+            ev = parse_eval(control)
+        except ProtocolError as exc:
+            state.record_error(state.round, reply.metadata.src_node_id, exc)
+            continue
+        scores[ev.client_id] = dict(zip(ev.task_keys, ev.accuracies))
+    accs = [a for s in scores.values() for a in s.values()]
+    return {"round": state.round, "per_client": scores, "mean_accuracy": sum(accs) / len(accs) if accs else None}

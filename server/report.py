@@ -1,0 +1,45 @@
+"""Results of a federated run on disk: results.json, a summary line, per-client heatmaps and the global tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from treelora.results import write_json_atomic
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    """One human line: method, ACC/BWT mean ± std over clients, bytes per client-round."""
+    m = results["metrics"]
+    acc = m.get("acc", {"mean": float("nan"), "std": 0.0})
+    bwt = m.get("bwt", {"mean": float("nan"), "std": 0.0})
+    ratio = results.get("up_vs_full_model")
+    ratio_s = f" ({100 * ratio:.3f}% of the full model)" if ratio else ""
+    return (
+        f"{results['method']}: ACC {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}%  "
+        f"BWT {100 * bwt['mean']:.2f} ± {100 * bwt['std']:.2f}%  "
+        f"up {results['bytes_up_per_client_round'] / 1024:.1f} KiB/client-round{ratio_s}  "
+        f"leaves {len(results['leaves'])}  rejected {len(results['errors'])}"
+    )
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path, *, plots: bool = True) -> Path:
+    """Write results.json, summary.txt and (optionally) PNGs; returns the results.json path."""
+    from treelora.plots import plot_accuracy_matrix, plot_tree, render_tree_text
+
+    out = Path(out_dir)
+    path = write_json_atomic(out / "results.json", results)
+    (out / "summary.txt").write_text(summary_line(results) + "\n")
+    if results.get("tree"):
+        (out / "tree.txt").write_text(render_tree_text(results["tree"]) + "\n")
+    if plots:
+        for client, data in results["per_client"].items():
+            if data["tasks"]:
+                R = np.array([[np.nan if x is None else x for x in row] for row in data["accuracy_matrix"]])
+                plot_accuracy_matrix(R, data["tasks"], out / f"accuracy_{client}.png",
+                                     title=f"{results['method']}: client {client}")
+        if results.get("tree") and results["tree"]["tasks"]:
+            plot_tree(results["tree"], out / "tree.png", title="global task tree")
+    return path
