@@ -39,6 +39,7 @@ class LocalGrid(Grid):
         self._run = Run.create_empty(run_id=1) if hasattr(Run, "create_empty") else None
         self._replies: dict[str, Message] = {}
         self.sent: list[Message] = []
+        self.received: list[Message] = []
         # What the ServerApp runtime sets in its process before `main` runs (Message() reads it).
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
 
@@ -80,6 +81,7 @@ class LocalGrid(Grid):
                 if reply is None:
                     continue
             self._replies[mid] = reply
+            self.received.append(reply)
             ids.append(mid)
         return ids
 

@@ -68,7 +68,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
             if client is not None and state.wants_probe(client):
                 content = pack(state.control(client, rnd))
                 rec.bytes_down += content_nbytes(content)
-                probes.append(grid.create_message(content, "query", nid, str(rnd)))
+                probes.append(Message(content, dst_node_id=nid, message_type="query", group_id=str(rnd)))
         for reply in _send(grid, probes, timeout):
             nid = reply.metadata.src_node_id
             if not reply.has_content():
@@ -94,7 +94,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
                 assignment, arrays = state.assignment(client, rnd)
             content = pack(assignment, arrays)
             rec.bytes_down += content_nbytes(content)
-            messages.append(grid.create_message(content, "train", nid, str(rnd)))
+            messages.append(Message(content, dst_node_id=nid, message_type="train", group_id=str(rnd)))
         t_server += time.perf_counter() - t0
         if not messages:
             break
@@ -140,8 +140,8 @@ def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: f
     for nid in node_ids:
         client = _client_of(state, nid)
         if client is not None:
-            messages.append(grid.create_message(pack(state.control(client, state.round)), "evaluate", nid,
-                                                f"eval-{state.round}"))
+            messages.append(Message(pack(state.control(client, state.round)), dst_node_id=nid,
+                                    message_type="evaluate", group_id=f"eval-{state.round}"))
     scores: dict[str, Any] = {}
     for reply in _send(grid, messages, timeout):
         if not reply.has_content():

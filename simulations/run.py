@@ -1,0 +1,127 @@
+"""Run a scenario preset through ``flwr run .`` (Flower's simulation engine) for one or more methods, then stop
+the local SuperLink that ``flwr run`` started and print a summary table.
+
+    python -m simulations.run                                    # the default preset, three methods
+    python -m simulations.run --preset similar-clients --clients 4 --methods treelora fedavg-lora
+    python -m simulations.run --preset scale --clients 100 --methods treelora
+
+Sets what Flower needs offline: ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` (otherwise ``flwr run``
+``uv sync``-s the dependencies and pulls a CUDA torch), a private ``FLWR_HOME`` under ``.flwr/`` and
+``HF_HUB_OFFLINE=1``. Each method writes ``<out>/<method>/results.json`` (+ plots); the table goes to
+``<out>/summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _superlink_pids(flwr_home: Path) -> set[int]:
+    """PIDs of flower-superlink processes using our FLWR_HOME (the local one ``flwr run`` leaves running)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "flower-superlink" in cmd and str(flwr_home) in cmd:
+            pids.add(int(proc.name))
+    return pids
+
+
+def stop_superlink(pids: set[int]) -> None:
+    """SIGTERM, then SIGKILL what is left after 5 s."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 5
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_preset(preset: Path, method: str, clients: int, out: Path, env: dict[str, str], extra: dict[str, object]) -> Path:
+    """One ``flwr run`` of a preset with the method and output directory overridden; returns results.json."""
+    config = tomllib.loads(preset.read_text())
+    config.update(extra)
+    config["method"] = method
+    config["out-dir"] = str(out / method)
+    run_cfg = out / f".{method}.toml"
+    run_cfg.parent.mkdir(parents=True, exist_ok=True)
+    run_cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    results = out / method / "results.json"
+    results.unlink(missing_ok=True)
+    cmd = ["flwr", "run", str(ROOT), "--run-config", str(run_cfg),
+           "--federation-config", f"num-supernodes={clients}", "--stream"]
+    print(f"$ {' '.join(cmd)}", flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    for _ in range(60):  # the log stream can end a moment before the ServerApp has written its results
+        if results.exists():
+            return results
+        time.sleep(1)
+    raise RuntimeError(f"{method}: the run ended without writing {results}; see {env['FLWR_HOME']}/local-superlink/superlink.log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="default", help="name of simulations/<preset>.toml, or a path")
+    p.add_argument("--methods", nargs="+", default=["treelora", "fedavg-lora", "local-only"])
+    p.add_argument("--clients", type=int, default=3, help="number of simulated SuperNodes")
+    p.add_argument("--out", default=None, help="output directory (default runs/federated/<preset>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra run-config (TOML value)")
+    args = p.parse_args(argv)
+    preset = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "simulations" / f"{args.preset}.toml"
+    if not preset.exists():
+        raise SystemExit(f"no preset {preset}; presets: {', '.join(x.stem for x in (ROOT / 'simulations').glob('*.toml'))}")
+    out = Path(args.out or ROOT / "runs" / "federated" / preset.stem).resolve()
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra[key] = tomllib.loads(f"v = {value}")["v"]
+    flwr_home = ROOT / ".flwr"
+    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    rows = []
+    try:
+        for method in args.methods:
+            t0 = time.time()
+            path = run_preset(preset, method, args.clients, out, env, extra)
+            res = json.loads(path.read_text())
+            rows.append((method, res, time.time() - t0))
+    finally:
+        stop_superlink(_superlink_pids(flwr_home))
+    lines = ["| method | ACC % | BWT % | forgetting % | KiB up / client-round | up vs full model | rejected | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, res, wall in rows:
+        m = res["metrics"]
+        f = lambda k: f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['std']:.2f}" if k in m else "-"  # noqa: E731
+        ratio = res.get("up_vs_full_model")
+        lines.append(f"| {method} | {f('acc')} | {f('bwt')} | {f('forgetting')} | "
+                     f"{res['bytes_up_per_client_round'] / 1024:.1f} | {'-' if not ratio else f'{100 * ratio:.3f}%'} | "
+                     f"{len(res['errors'])} | {wall:.0f} |")
+    table = "\n".join(lines)
+    (out / "summary.md").write_text(table + "\n")
+    print(f"\n{preset.stem}: {args.clients} clients, results in {out}\n{table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""What leaves a client is exactly: adapters, sketches, counts and metrics. Inspects every message sent."""
+
+import re
+
+import numpy as np
+import pytest
+
+from client.client_app import app as client_app
+from client.records import unpack
+from client.settings import FedSettings
+from protos import treelora_fed_pb2 as pb
+from server.local_grid import LocalGrid
+from server.loop import run
+
+ALLOWED_TENSORS = re.compile(r"^(adapter\.\d+\.[AB]|sketch\.\d+|final\.\d+)$")
+ALLOWED_METRICS = re.compile(r"^(train_s|loss|model_bytes|stream_done|probe|last_round|acc/c\d+/t\d+)$")
+REPORT_FIELDS = {"version", "round", "run_id", "client_id", "task_key", "task_index", "task_finished",
+                 "num_examples", "steps", "loss", "pulls", "manifest", "metrics"}
+EVAL_FIELDS = {"version", "round", "client_id", "task_keys", "accuracies", "tasks_seen"}
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("privacy")
+    rc = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,
+          "local-steps": 2, "batch-size": 8, "train-per-class": 16, "test-per-class": 8,
+          "regularizer": "l1-grad-fd", "sketch-dim": 64, "out-dir": str(tmp / "server")}
+    grid = LocalGrid(client_app, 2, run_config=rc, state_dir=str(tmp / "clients"))
+    run(grid, FedSettings.from_run_config(rc), progress=False)
+    from client.node import _stream
+
+    stream = _stream("synthetic-text", 0, 16, 8)
+    texts = {e.text for t in stream.tasks for e in t.train + t.test}
+    return grid, texts
+
+
+def test_only_adapters_sketches_counts_and_metrics_leave_a_client(federation):
+    grid, texts = federation
+    assert grid.received
+    kinds = set()
+    for reply in grid.received:
+        kinds.add(reply.metadata.message_type)
+        assert set(reply.content.keys()) <= {"control", "tensors"}
+        control, arrays = unpack(reply.content)
+        if reply.metadata.message_type == "evaluate":
+            msg = pb.EvalReport.FromString(control)
+            assert {f.name for f, _ in msg.ListFields()} <= EVAL_FIELDS
+            assert not arrays
+        else:
+            msg = pb.ClientReport.FromString(control)
+            assert {f.name for f, _ in msg.ListFields()} <= REPORT_FIELDS
+            for key in msg.metrics:
+                assert ALLOWED_METRICS.match(key), key
+            for name, arr in arrays.items():
+                assert ALLOWED_TENSORS.match(name), name
+                assert arr.dtype in (np.float32, np.int16, np.float16)
+            declared = {i.name for i in msg.manifest}
+            assert declared == set(arrays)
+            # sizes: an adapter layer is (r x d_in, d_out x r), a sketch is sketch-dim floats; nothing else
+            for name, arr in arrays.items():
+                if name.startswith(("sketch.", "final.")):
+                    assert arr.shape == (64,)
+                else:
+                    assert 8 in arr.shape and arr.ndim == 2
+        blob = control + b"".join(a.tobytes() for a in arrays.values())
+        for text in list(texts)[:200]:
+            assert text.encode() not in blob
+    assert kinds == {"train", "query", "evaluate"}
+
+
+def test_sketches_are_not_the_raw_signature(federation):
+    grid, _ = federation
+    for reply in grid.received:
+        if reply.metadata.message_type != "train":
+            continue
+        _, arrays = unpack(reply.content)
+        for name, arr in arrays.items():
+            if name.startswith("sketch."):
+                layer = int(name.split(".")[1])
+                a, b = arrays[f"adapter.{layer}.A"], arrays[f"adapter.{layer}.B"]
+                assert arr.size * 8 == a.size + b.size  # s = 64 numbers stand for a 512-number layer gradient

@@ -1,0 +1,178 @@
+"""In-process federation: the real ClientApp and server loop over a LocalGrid (no Ray, no SuperLink)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from client.client_app import app as client_app
+from client.records import pack, unpack
+from client.settings import FedSettings
+from protos import treelora_fed_pb2 as pb
+from protos.wire import parse_report
+from server.local_grid import LocalGrid
+from server.loop import run
+from server.state import GlobalState
+
+BASE = {
+    "stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,
+    "local-steps": 3, "batch-size": 8, "train-per-class": 16, "test-per-class": 8, "lr": 0.005,
+    "regularizer": "l1-grad-fd", "sketch-dim": 64,
+}
+
+
+def setup(tmp_path, n=3, **kw):
+    rc = dict(BASE, **kw, **{"out-dir": str(tmp_path / "server")})
+    grid = LocalGrid(client_app, n, run_config=rc, state_dir=str(tmp_path / "clients"))
+    return grid, FedSettings.from_run_config(rc)
+
+
+@pytest.fixture(scope="module")
+def treelora_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fed")
+    grid, fed = setup(tmp)
+    results = run(grid, fed, progress=False)
+    return tmp, grid, fed, results
+
+
+def test_treelora_federation_runs_to_the_end(treelora_run):
+    tmp, grid, fed, res = treelora_run
+    assert res["rounds"] == 4 and not res["errors"]
+    assert len(res["leaves"]) == 6  # 3 clients x 2 tasks, every task a leaf
+    for client, data in res["per_client"].items():
+        assert data["tasks"] == [f"{client}/t0", f"{client}/t1"]
+        R = data["accuracy_matrix"]
+        assert R[0][1] is None and all(0 <= x <= 1 for x in (R[0][0], R[1][0], R[1][1]))
+    assert (tmp / "server" / "checkpoint.pb").exists()
+    assert 0 < res["up_vs_full_model"] < 0.05
+
+
+def test_assignments_carry_candidates_shares_and_warm_starts(treelora_run):
+    _, grid, _, _ = treelora_run
+    train = [m for m in grid.sent if m.metadata.message_type == "train"]
+    by_round: dict[int, list[pb.Assignment]] = {}
+    for m in train:
+        control, arrays = unpack(m.content)
+        a = pb.Assignment.FromString(control)
+        by_round.setdefault(int(a.round), []).append((a, arrays))
+    # round 1: empty tree, every client in the root: nothing to share yet, no candidates
+    assert all(not a.layers and not arrays for a, arrays in by_round[1])
+    # round 2: the root group shares layer 0 among all clients; still no leaves
+    for a, arrays in by_round[2]:
+        assert [la.layer for la in a.layers if la.shared] == [0]
+        assert set(arrays) == {"share.0.A", "share.0.B"}
+    # round 3: leaves exist: candidates from other clients only, a warm start for the new task
+    for a, arrays in by_round[3]:
+        cands = {c for la in a.layers for c in la.candidates}
+        assert cands and not any(c.startswith(a.client_id + "/") for c in cands)
+        assert a.warm_start_leaf and f"warm.0.A" in arrays
+    queries = [m for m in grid.sent if m.metadata.message_type == "query"]
+    assert len(queries) == 3  # one probe per client, before its second task
+
+
+def test_reports_return_xi_for_pulled_candidates(treelora_run):
+    _, grid, fed, _ = treelora_run
+    reports = [parse_report(unpack(m.content)[0]) for m in grid.received if m.metadata.message_type == "train"]
+    with_pulls = [r for r in reports if r.pulls]
+    assert with_pulls and all(r.round >= 3 for r in with_pulls)  # candidates exist once leaves do
+    for r in with_pulls:
+        for pull in r.pulls:
+            assert pull.count > 0 and np.isfinite(pull.xi_sum) and pull.xi_sum > 0
+            assert not pull.leaf.startswith(r.client_id + "/")
+        assert sum(p.count for p in r.pulls) == r.steps * len({p.layer for p in r.pulls})
+
+
+def test_aggregation_groups_follow_the_tree(tmp_path):
+    _, fed = setup(tmp_path)
+    state = GlobalState(fed, tmp_path)
+    state.num_layers = 3
+    a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    b = {l: {"A": torch.full((2, 4), 3.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    c = {l: {"A": torch.full((2, 4), 9.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    # no tree yet: everyone in the root, only layer 0 shared, weighted by examples
+    state._round_adapters = {"c0": (a, 1), "c1": (b, 3), "c2": (c, 0)}
+    state.aggregate()
+    assert set(state.shares["c0"]) == {0}
+    assert torch.allclose(state.shares["c0"][0]["A"], torch.full((2, 4), 2.5))
+    # with a tree: clients whose sketches sit under the same node share deeper layers. The L1-median split puts
+    # tasks near the group mean left and outliers right: a tight group at 0 and scattered far tasks.
+    tree = state._ensure_tree()
+    g = torch.Generator().manual_seed(0)
+    near = [torch.zeros(fed.sketch_dim) for _ in range(3)]
+    outliers = [[torch.randn(fed.sketch_dim, generator=g) * 100 for _ in range(3)] for _ in range(4)]
+    for i in range(4):
+        tree.add(f"x{i}/t0", [v + 0.01 * torch.randn(fed.sketch_dim, generator=g) for v in near], rebuild=True)
+        tree.add(f"y{i}/t0", outliers[i], rebuild=True)
+    state.sketches = {"c0": near, "c1": near, "c2": outliers[0]}
+    state._round_adapters = {"c0": (a, 1), "c1": (b, 1), "c2": (c, 1)}
+    state.aggregate()
+    assert set(state.shares["c0"]) == set(state.shares["c1"]) == {0, 1, 2}
+    assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.0))  # c0 and c1 only
+    assert set(state.shares["c2"]) == {0}  # the root is everyone's; deeper layers stay personal
+    assert torch.allclose(state.shares["c2"][0]["A"], torch.full((2, 4), 13.0 / 3))
+
+
+def test_fedavg_and_local_only_baselines(tmp_path):
+    for method, shared in (("fedavg-lora", True), ("local-only", False)):
+        grid, fed = setup(tmp_path / method, method=method)
+        res = run(grid, fed, progress=False)
+        assert not res["errors"] and res["rounds"] == 4
+        shares = [h["shared_layers"] for h in res["history"]]
+        assert (all(s > 0 for s in shares) if shared else all(s == 0 for s in shares))
+        train = [unpack(m.content) for m in grid.sent if m.metadata.message_type == "train"]
+        assert all(not any(k.startswith("cand.") for k in arrays) for _, arrays in train)
+
+
+def test_resume_after_server_crash_loses_nothing(tmp_path):
+    grid, fed = setup(tmp_path)
+
+    class Crash(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = GlobalState.checkpoint
+
+    def crashing_checkpoint(self):
+        path = original(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash()
+        return path
+
+    GlobalState.checkpoint = crashing_checkpoint  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Crash):
+            run(grid, fed, progress=False)
+    finally:
+        GlobalState.checkpoint = original  # type: ignore[method-assign]
+    saved = GlobalState.resume(fed, tmp_path / "server")
+    assert saved.round == 2 and len(saved.leaves) == 3
+    resumed_fed = FedSettings.from_run_config({**BASE, "out-dir": str(tmp_path / "server"), "resume": True})
+    res = run(grid, resumed_fed, progress=False)
+    assert res["rounds"] == 4 and len(res["leaves"]) == 6 and not res["errors"]
+    for data in res["per_client"].values():
+        assert len(data["accuracy_matrix"]) == 2
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    grid, fed = setup(tmp_path, **{"num-rounds": 1})
+    run(grid, fed, progress=False)
+    other = FedSettings.from_run_config({**BASE, "out-dir": str(tmp_path / "server"), "resume": True, "lr": 0.1})
+    with pytest.raises(ValueError, match="differs"):
+        GlobalState.resume(other, tmp_path / "server")
+
+
+def test_replayed_round_gets_the_saved_reply(tmp_path):
+    grid, fed = setup(tmp_path, n=1, **{"num-rounds": 1})
+    state = GlobalState(fed, tmp_path / "server")
+    assignment, arrays = state.assignment("?1", 1)
+    from flwr.app import Message
+
+    msg = Message(pack(assignment, arrays), dst_node_id=1, message_type="train", group_id="1")
+    first = client_app(msg, grid.context(1))
+    second = client_app(Message(pack(assignment, arrays), dst_node_id=1, message_type="train", group_id="1"),
+                        grid.context(1))
+    c1, a1 = unpack(first.content)
+    c2, a2 = unpack(second.content)
+    assert c1 == c2 and all(np.array_equal(a1[k], a2[k]) for k in a1)
