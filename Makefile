@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/treelora train --method treelora --stream wordnet --backbone minilm --out runs/quickstart
+	$(PY) -m simulations.run --preset default --clients 3 --methods treelora fedavg-lora local-only
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

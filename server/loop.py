@@ -120,6 +120,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
         state.round = rnd
         rec.server_s = t_server + time.perf_counter() - t0
         state.history.append(vars(rec))
+        _save_tree_snapshot(state, rnd)
         state.checkpoint()
         bar.update(1)
         bar.set_postfix(leaves=rec.leaves, rejected=rec.rejected)
@@ -132,6 +133,17 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
     results = state.results()
     results["final_evaluation"] = final_eval
     return results
+
+
+def _save_tree_snapshot(state: GlobalState, rnd: int) -> None:
+    """The global tree as it grows: ``<out>/trees/round_XXX.txt`` whenever it has leaves."""
+    if state.tree is None or len(state.tree) == 0:
+        return
+    from treelora.plots import render_tree_text
+
+    path = state.out_dir / "trees" / f"round_{rnd:03d}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_tree_text(state.tree.render()) + "\n")
 
 
 def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: float | None) -> dict[str, Any]:

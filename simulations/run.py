@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=3, help="number of simulated SuperNodes")
     p.add_argument("--out", default=None, help="output directory (default runs/federated/<preset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra run-config (TOML value)")
+    p.add_argument("--flwr-home", default=str(ROOT / ".flwr"), help="private FLWR_HOME (local SuperLink state)")
     args = p.parse_args(argv)
     preset = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "simulations" / f"{args.preset}.toml"
     if not preset.exists():
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         extra[key] = tomllib.loads(f"v = {value}")["v"]
-    flwr_home = ROOT / ".flwr"
+    flwr_home = Path(args.flwr_home).resolve()
     env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
                HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     rows = []

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="smollm2")
     p.add_argument("--stream", default="wordnet")
     p.add_argument("--num-tasks", type=int, default=3)
-    p.add_argument("--train-per-class", type=int, default=16)
+    p.add_argument("--train-per-class", type=int, default=12)
     p.add_argument("--test-per-class", type=int, default=8)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         test_per_class=args.test_per_class,
         num_tasks=args.num_tasks,
     )
-    print(f"{stream.name}: {len(stream.tasks)} tasks, {sum(len(t.train) for t in stream.tasks)} train / "
-          f"{sum(len(t.test) for t in stream.tasks)} test examples; torch threads {torch.get_num_threads()}", flush=True)
+    n_train, n_test = sum(len(t.train) for t in stream.tasks), sum(len(t.test) for t in stream.tasks)
+    print(f"{stream.name}: {len(stream.tasks)} tasks, {n_train} train / {n_test} test examples; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
     t_all = time.perf_counter()
     for method in args.methods:
         label = method + args.suffix

@@ -155,15 +155,14 @@ class InstructionLM(nn.Module):
     def prompt_pairs(self, examples: Sequence[Any]) -> list[tuple[str, str]]:
         """(prompt, answer) per example, built as :meth:`TaskStream.instruction_pairs` builds them."""
         stream = self.stream
-        task = None
+        options = ""
+        if any(ex.answer is None for ex in examples):
+            options = ", ".join(stream.readable(c) for c in self._task_of(examples).classes)
         pairs = []
         for ex in examples:
             if ex.answer is not None:
                 pairs.append((ex.text or "", ex.answer))
                 continue
-            if task is None:
-                task = self._task_of(examples)
-                options = ", ".join(stream.readable(c) for c in task.classes)
             prompt = f"{stream.instruction}\nOptions: {options}.\nText: {ex.text}\nAnswer:"
             pairs.append((prompt, stream.readable(ex.label)))
         return pairs

@@ -45,6 +45,7 @@ def test_treelora_federation_runs_to_the_end(treelora_run):
         R = data["accuracy_matrix"]
         assert R[0][1] is None and all(0 <= x <= 1 for x in (R[0][0], R[1][0], R[1][1]))
     assert (tmp / "server" / "checkpoint.pb").exists()
+    assert len(list((tmp / "server" / "trees").glob("round_*.txt"))) == 3  # the tree as it grows (rounds 2-4)
     assert 0 < res["up_vs_full_model"] < 0.05
 
 

@@ -125,7 +125,7 @@ def test_loss_is_finite_and_decreases(stream):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1
 
     # the suffix-only logits give the same loss as the full sequence
