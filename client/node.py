@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import tempfile
 import time
 from functools import lru_cache
@@ -44,6 +45,7 @@ from protos.wire import (
 from treelora.config import make_config
 from treelora.data import iterate_batches
 from treelora.learner import ContinualLearner
+from treelora.privacy import gaussian_release
 from treelora.sketch import LayerSketcher
 
 from .schedule import make_schedule, shard
@@ -100,6 +102,11 @@ def _save_atomic(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _secret_generator() -> torch.Generator:
+    """DP noise from OS entropy: a seed the server could guess (run seed, round) would let it subtract the noise."""
+    return torch.Generator().manual_seed(secrets.randbits(63))
 
 
 class CandidateProbe:
@@ -207,6 +214,7 @@ class ClientNode:
 
         sketcher = LayerSketcher(learner.signature.dims(), out_dim=self.fed.sketch_dim, kind=self.fed.sketch_kind,
                                  seed=self.fed.sketch_seed)
+        start = [torch.cat([p.detach().flatten() for p in learner.lora.params(l)]).cpu() for l in range(L)]
         candidates = {
             la.layer: {leaf: tensors[cand_name(leaf, la.layer)] for leaf in la.candidates} for la in assignment.layers
         }
@@ -229,10 +237,18 @@ class ClientNode:
         train_s = time.perf_counter() - t0
 
         out: dict[str, torch.Tensor] = {}
+        live = [torch.cat([p.detach().flatten() for p in learner.lora.params(layer)]) for layer in range(L)]
+        if self.fed.dp_adapter_noise > 0:
+            update = [x.cpu() - y for x, y in zip(live, start)]
+            noisy = gaussian_release(update, clip=self.fed.dp_adapter_clip, noise_multiplier=self.fed.dp_adapter_noise,
+                                     generator=_secret_generator())
+            live = [y + u for y, u in zip(start, noisy)]
         for layer in range(L):
             a, b = learner.lora.params(layer)
-            out[adapter_name(layer, "A")], out[adapter_name(layer, "B")] = a.detach(), b.detach()
-        current = sketcher.sketch(learner.signature.value())
+            out[adapter_name(layer, "A")] = live[layer][: a.numel()].view_as(a).cpu()
+            out[adapter_name(layer, "B")] = live[layer][a.numel() :].view_as(b).cpu()
+        dp_rng = _secret_generator()
+        current = sketcher.sketch(self._private(learner.signature.value(), dp_rng))
         for layer in range(L):
             out[sketch_name(layer)] = current[layer]
         metrics: dict[str, float] = {
@@ -242,7 +258,8 @@ class ClientNode:
         }
         if last_round_of_task:
             learner.end_task()
-            for layer, s in enumerate(sketcher.sketch(learner.tree.entries[f"t{pos}"].signature)):
+            final = self._private(learner.tree.entries[f"t{pos}"].signature, dp_rng)
+            for layer, s in enumerate(sketcher.sketch(final)):
                 out[final_name(layer)] = s
             row = {}
             for i in range(pos + 1):
@@ -308,6 +325,13 @@ class ClientNode:
         report = pb.EvalReport(version=SCHEMA_VERSION, round=assignment.round, client_id=self.node.client_id,
                                task_keys=keys, accuracies=accs, tasks_seen=len(keys))
         return serialize(report)
+
+    def _private(self, signature: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """The signature as released: clipped and noised before sketching when DP is on, else unchanged."""
+        if self.fed.dp_noise <= 0:
+            return signature
+        return gaussian_release(signature, clip=self.fed.dp_clip, noise_multiplier=self.fed.dp_noise,
+                                generator=generator)
 
     @staticmethod
     def _check_layers(assignment: pb.Assignment, num_layers: int) -> None:

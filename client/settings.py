@@ -51,6 +51,11 @@ class FedSettings:
     state_dir: str = ""  # client state root ("" = <out-dir>/clients)
     resume: bool = False
     timeout_s: float = 0.0  # per-round reply timeout (0 = wait for all)
+    dp_clip: float = 0.0  # L2 clip of a signature release before sketching (0 = no DP on sketches)
+    dp_noise: float = 0.0  # Gaussian noise multiplier σ/clip of a sketch release
+    dp_adapter_clip: float = 0.0  # L2 clip of a round's adapter update (0 = no DP on adapters)
+    dp_adapter_noise: float = 0.0  # Gaussian noise multiplier of an adapter-update release
+    dp_delta: float = 1e-5  # δ at which ε is reported
     threads: int = 0  # torch threads per client process (0 = leave)
 
     def __post_init__(self) -> None:
@@ -60,6 +65,13 @@ class FedSettings:
                      "candidates_per_layer", "leaf_size", "rebuild_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if (self.dp_clip > 0) != (self.dp_noise > 0) or (self.dp_adapter_clip > 0) != (self.dp_adapter_noise > 0):
+            raise ValueError("differential privacy needs both a clip and a noise multiplier (or neither)")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp-delta must be in (0, 1), got {self.dp_delta}")
         if self.sketch_kind not in ("cauchy", "gaussian"):
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):

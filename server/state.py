@@ -55,6 +55,8 @@ from protos.wire import (
     warm_name,
 )
 from treelora.bandit import TreeLCBBandit
+
+from .privacy import ClientPrivacy
 from treelora.sketch import LinearSketch
 from treelora.tree import TaskTree
 
@@ -115,6 +117,7 @@ class GlobalState:
         self._inserts = 0
         self._round_adapters: dict[str, tuple[dict[int, dict[str, torch.Tensor]], int]] = {}
         self._sketch = LinearSketch(1, fed.sketch_dim, fed.sketch_kind, fed.sketch_seed)
+        self.privacy = ClientPrivacy(fed)
 
     # ------------------------------------------------------------------ tree
     def _distance(self, layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -249,6 +252,7 @@ class GlobalState:
                 for _ in range(pull.count):
                     bandit.update(pull.layer, pull.leaf, mean, max(info.bandit_t, 1))
         info.finished_last = bool(report.task_finished)
+        self.privacy.record(report.client_id, sketches=1 + int(report.task_finished), adapters=1)
         info.examples += int(report.num_examples)
         self.sketches[report.client_id] = [tensors[sketch_name(l)] for l in range(self.num_layers)]
         adapter = {l: {p: tensors[adapter_name(l, p)] for p in ("A", "B")} for l in range(self.num_layers)}
@@ -354,7 +358,7 @@ class GlobalState:
             "bandits": {c: b.state() for c, b in self.bandits.items()},
             "clients": {c: asdict(i) for c, i in self.clients.items()},
             "warm": self.warm, "acc_rows": self.acc_rows, "history": self.history, "errors": self.errors,
-            "inserts": self._inserts, "model_bytes": self.model_bytes,
+            "inserts": self._inserts, "model_bytes": self.model_bytes, "privacy": self.privacy.state_dict(),
         }
         msg = pb.Checkpoint(
             version=SCHEMA_VERSION, round=self.round, run_id=self.run_id, tree=blob.getvalue(),
@@ -401,6 +405,7 @@ class GlobalState:
         state.warm, state.acc_rows = meta["warm"], meta["acc_rows"]
         state.history, state.errors = meta["history"], meta["errors"]
         state._inserts, state.model_bytes = meta["inserts"], meta["model_bytes"]
+        state.privacy.load_state_dict(meta.get("privacy", {}))
         state.leaves = {r.key: {f.name: getattr(r, f.name) for f in pb.LeafRecord.DESCRIPTOR.fields} for r in msg.leaves}
         return state
 
@@ -444,6 +449,7 @@ class GlobalState:
             "up_vs_full_model": (up / client_rounds) / self.model_bytes if self.model_bytes else None,
             "history": self.history,
             "errors": self.errors,
+            "privacy": self.privacy.report(),
             "leaves": list(self.leaves),
             "tree": None if self.tree is None else self.tree.render(),
         }

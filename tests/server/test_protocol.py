@@ -138,3 +138,47 @@ def test_client_rejects_bad_assignment_without_touching_its_state(tmp_path):
                        grid.context(1))
     with pytest.raises(ProtocolError, match="version"):
         unpack(reply.content)
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+
+def _fuzzed_content(draw, control: bytes, arrays: dict[str, np.ndarray]) -> RecordDict:
+    choice = draw(st.integers(0, 4))
+    if choice == 0:  # random bytes as control
+        return pack(draw(st.binary(max_size=300)), arrays)
+    if choice == 1:  # flip bytes in the real control
+        raw = bytearray(control)
+        for _ in range(draw(st.integers(1, 5))):
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        return pack(bytes(raw), arrays)
+    if choice == 2:  # replace one array with random content of random dtype/shape
+        name = draw(st.sampled_from(sorted(arrays)))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int16, np.int64, np.uint8]))
+        shape = tuple(draw(st.lists(st.integers(0, 6), min_size=0, max_size=3)))
+        values = np.asarray(draw(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                                          min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))))
+        return pack(control, {**arrays, name: values.reshape(shape).astype(dtype)})
+    if choice == 3:  # wrong record types / names
+        content = RecordDict({"control": ConfigRecord({"proto": draw(st.sampled_from([1, "x", 2.5]))})})
+        content["tensors"] = ArrayRecord({"adapter.0.A": Array(np.zeros(3, np.float32))})
+        return content
+    return RecordDict({draw(st.text(max_size=8)): ConfigRecord({"x": 1})})
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=True)
+@given(data=st.data())
+def test_fuzzed_reply_never_crashes_or_changes_the_server(primed, data):
+    state, control, arrays = primed
+    content = _fuzzed_content(data.draw, control, arrays)
+    before = snapshot(state)
+    try:
+        state.ingest("c0", 1, 2, *unpack(content))
+    except ProtocolError:
+        pass
+    else:  # only an unchanged valid report may pass; then the state changes legitimately
+        return
+    assert snapshot(state) == before

@@ -1,0 +1,1 @@
+"""Deployment helpers of TreeLoRA-Fed: certificates, SuperNode keys, process-overhead benchmark (see README.md)."""
