@@ -62,6 +62,7 @@ class LearnerConfig:
     # --- evaluation ---
     task_aware: bool = False  # False = task-free inference (live adapter, logits over seen classes)
     eval_batch_size: int = 128
+    fwt: bool = False  # also score each task before training it (its own classes) for forward transfer
     # --- run ---
     seed: int = 0
     device: str | None = None  # None = cuda if available else cpu

@@ -489,11 +489,23 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, task: Any, *, key: str | None = None, encoded: dict[str, torch.Tensor] | None = None) -> float:
-        """Accuracy on a task's test split: task-free (live adapter, seen classes) or task-aware (its snapshot)."""
+    def evaluate(
+        self,
+        task: Any,
+        *,
+        key: str | None = None,
+        encoded: dict[str, torch.Tensor] | None = None,
+        own_classes: bool = False,
+    ) -> float:
+        """Accuracy on a task's test split: task-free (live adapter, seen classes) or task-aware (its snapshot).
+
+        ``own_classes`` scores the live adapter over the task's own classes only: how forward transfer is
+        measured on a task not trained yet (its classes are not among the seen ones)."""
         encoded = encoded if encoded is not None else self.encode(task.test)
         live = None
-        if self.cfg.task_aware:
+        if own_classes:
+            allowed = list(task.classes)
+        elif self.cfg.task_aware:
             if self.cfg.method == "olora":
                 raise ValueError("task-aware inference is not available for olora (earlier LoRAs are merged)")
             if key is None or key not in self.tree:
@@ -532,6 +544,9 @@ class ContinualLearner:
             raise ValueError(f"epochs has {len(epochs)} entries for {T} tasks")
         tests = [self.encode(task.test) for task in tasks]
         R = np.full((T, T), np.nan)
+        initial = None
+        if self.cfg.fwt:
+            initial = np.array([self.evaluate(t, encoded=e, own_classes=True) for t, e in zip(tasks, tests)])
         total_steps = sum(
             -(-len(task.train) // self.cfg.batch_size) * (epochs[i] if epochs else self.cfg.epochs)
             for i, task in enumerate(tasks)
@@ -546,6 +561,8 @@ class ContinualLearner:
             wall.append(time.perf_counter() - t0)
             for i in range(j + 1):
                 R[j, i] = self.evaluate(tasks[i], key=f"t{i}", encoded=tests[i])
+            if self.cfg.fwt and j + 1 < T:
+                R[j, j + 1] = self.evaluate(tasks[j + 1], encoded=tests[j + 1], own_classes=True)
         bar.close()
         recs = [self.records[f"t{j}"] for j in range(T)]
         steps = sum(r.steps for r in recs)
@@ -557,7 +574,8 @@ class ContinualLearner:
             "tasks": [t.name for t in tasks],
             "task_classes": [list(t.classes) for t in tasks],
             "accuracy_matrix": [[None if math.isnan(x) else float(x) for x in row] for row in R],
-            "metrics": summarize(R),
+            "metrics": summarize(R, initial),
+            "initial_accuracy": None if initial is None else initial.tolist(),
             "time_per_task_s": wall,
             "train_time_per_task_s": [r.train_time_s for r in recs],
             "search_time_per_task_s": [r.search_time_s for r in recs],

@@ -113,3 +113,12 @@ def test_warm_start_loads_adapter(stream):
     fresh.begin_task("n0", [0, 1], warm_start=snap)
     for k, v in fresh.adapter_state().items():
         assert torch.allclose(v, snap[k])
+
+
+def test_forward_transfer_needs_the_initial_evaluation(stream):
+    learner = make("seqlora", stream, fwt=True)
+    res = learner.run_stream(stream)
+    assert res["initial_accuracy"] is not None and len(res["initial_accuracy"]) == 2
+    assert res["accuracy_matrix"][0][1] is not None  # task 1 scored after task 0, before it is trained
+    expected = res["accuracy_matrix"][0][1] - res["initial_accuracy"][1]
+    assert res["metrics"]["fwt"] == pytest.approx(expected)
