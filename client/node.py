@@ -267,6 +267,8 @@ class ClientNode:
                 row[self.task_key(i)] = learner.evaluate(done_task, key=f"t{i}")
             state["eval_rows"].append(row)
             metrics.update({f"acc/{k}": v for k, v in row.items()})
+        if self.fed.method == "local-only":
+            out = {}  # no communication: only counts and metrics leave the node
         arrays_out, manifest = encode_tensors(
             out, lambda name: "float32" if name.startswith(("sketch.", "final.")) else self.fed.wire_dtype
         )

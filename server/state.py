@@ -229,6 +229,8 @@ class GlobalState:
             info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
             info.done = True
             return report
+        if self.fed.method == "local-only":
+            return self._ingest_metrics_only(report, node_id, rnd, arrays)
         if not self.num_layers:
             self._learn_shapes(report)
         known = set(self.tree.entries) if self.tree is not None else set()
@@ -264,6 +266,28 @@ class GlobalState:
             row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
             self.acc_rows.setdefault(report.client_id, []).append(row)
             self.sketches.pop(report.client_id, None)
+        return report
+
+    def _ingest_metrics_only(self, report: pb.ClientReport, node_id: int, rnd: int,
+                             arrays: dict[str, np.ndarray]) -> pb.ClientReport:
+        """``local-only``: a report of counts and metrics, no tensors at all."""
+        validate_tensors(arrays, report.manifest, expected={})
+        if report.round != rnd:
+            raise ProtocolError("bad-round", f"report for round {report.round}, expected {rnd}")
+        if not report.task_key.startswith(f"{report.client_id}/"):
+            raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
+        for key, value in report.metrics.items():
+            if not math.isfinite(value):
+                raise ProtocolError("non-finite", f"metric {key!r} is not finite")
+        info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
+        info.node_id, info.task_key, info.task_index = node_id, report.task_key, int(report.task_index)
+        info.finished_last = bool(report.task_finished)
+        info.examples += int(report.num_examples)
+        if "model_bytes" in report.metrics:
+            self.model_bytes = int(report.metrics["model_bytes"])
+        if report.task_finished:
+            row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
+            self.acc_rows.setdefault(report.client_id, []).append(row)
         return report
 
     def _add_leaf(self, report: pb.ClientReport, adapter: dict[int, dict[str, torch.Tensor]],

@@ -119,6 +119,10 @@ def test_fedavg_and_local_only_baselines(tmp_path):
         grid, fed = setup(tmp_path / method, method=method)
         res = run(grid, fed, progress=False)
         assert not res["errors"] and res["rounds"] == 4
+        assert all(len(c["accuracy_matrix"]) == 2 for c in res["per_client"].values())
+        if method == "local-only":  # no communication: no tensors in either direction
+            assert all(not unpack(m.content)[1] for m in grid.sent + grid.received)
+            assert not res["leaves"]
         shares = [h["shared_layers"] for h in res["history"]]
         assert (all(s > 0 for s in shares) if shared else all(s == 0 for s in shares))
         train = [unpack(m.content) for m in grid.sent if m.metadata.message_type == "train"]
