@@ -33,7 +33,10 @@ from protos.wire import (
     ProtocolError,
     adapter_name,
     cand_name,
+    WARM_HEAD_BIAS,
+    WARM_HEAD_WEIGHT,
     encode_tensors,
+    expected_assignment_tensors,
     final_name,
     parse_assignment,
     serialize,
@@ -184,8 +187,8 @@ class ClientNode:
         assignment = parse_assignment(control)
         if assignment.client_id and assignment.client_id != self.node.client_id:
             raise ProtocolError("malformed", f"assignment for {assignment.client_id!r} sent to {self.node.client_id!r}")
-        tensors = validate_tensors(arrays, assignment.manifest)
         learner, initial = _learner(self.fed, self.node.device)
+        tensors = self._validate(assignment, arrays, learner)
         state = self._load(learner, initial)
         rnd = int(assignment.round)
         if rnd == state["last_round"] and state["last_reply"] is not None:
@@ -201,7 +204,6 @@ class ClientNode:
         task = self.stream.tasks[self.schedule.tasks[pos]]
         key = self.task_key(pos)
         L = learner.lora.num_layers
-        self._check_layers(assignment, L)
 
         if learner.current is None:
             warm = None
@@ -335,8 +337,26 @@ class ClientNode:
         return gaussian_release(signature, clip=self.fed.dp_clip, noise_multiplier=self.fed.dp_noise,
                                 generator=generator)
 
-    @staticmethod
-    def _check_layers(assignment: pb.Assignment, num_layers: int) -> None:
+    def _validate(self, assignment: pb.Assignment, arrays: dict[str, np.ndarray],
+                  learner: ContinualLearner) -> dict[str, torch.Tensor]:
+        """Check an assignment completely against this client's model and config before anything changes."""
+        num_layers = learner.lora.num_layers
+        seen: set[int] = set()
         for la in assignment.layers:
-            if not 0 <= la.layer < num_layers:
-                raise ProtocolError("bad-shape", f"assignment names layer {la.layer}; this model has {num_layers}")
+            if not 0 <= la.layer < num_layers or la.layer in seen:
+                raise ProtocolError("bad-layer", f"assignment names layer {la.layer} (again?); the model has {num_layers}")
+            seen.add(la.layer)
+        spec = assignment.sketch
+        if spec.out_dim and (spec.kind, spec.out_dim, spec.seed) != (self.fed.sketch_kind, self.fed.sketch_dim,
+                                                                    self.fed.sketch_seed):
+            raise ProtocolError("bad-value", f"sketch spec {spec.kind}/{spec.out_dim}/{spec.seed} differs from this "
+                                f"client's {self.fed.sketch_kind}/{self.fed.sketch_dim}/{self.fed.sketch_seed}")
+        if not math.isfinite(assignment.lam) or assignment.lam < 0:
+            raise ProtocolError("bad-value", f"lam must be a finite number >= 0, got {assignment.lam}")
+        shapes = [tuple(tuple(p.shape) for p in learner.lora.params(l)) for l in range(num_layers)]
+        expected = expected_assignment_tensors(assignment, adapter_shapes=shapes, sketch_dim=self.fed.sketch_dim)
+        declared = {info.name for info in assignment.manifest}
+        for optional in (WARM_HEAD_WEIGHT, WARM_HEAD_BIAS):  # the server never sends heads; tolerate none
+            if optional not in declared:
+                expected.pop(optional, None)
+        return validate_tensors(arrays, assignment.manifest, expected=expected)

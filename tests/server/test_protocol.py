@@ -182,3 +182,35 @@ def test_fuzzed_reply_never_crashes_or_changes_the_server(primed, data):
     else:  # only an unchanged valid report may pass; then the state changes legitimately
         return
     assert snapshot(state) == before
+
+
+def test_client_rejects_bad_tensors_and_keeps_its_state(tmp_path):
+    rc = dict(BASE, **{"out-dir": str(tmp_path / "server")})
+    fed = FedSettings.from_run_config(rc)
+    grid = LocalGrid(client_app, 1, run_config=rc, state_dir=str(tmp_path / "clients"))
+    state = GlobalState(fed, tmp_path / "server")
+    good, arrays = state.assignment("?1", 1)
+    ok = client_app(Message(pack(good, arrays), dst_node_id=1, message_type="train", group_id="1"), grid.context(1))
+    unpack(ok.content)
+    saved = (tmp_path / "clients" / "c0" / "state.pt").read_bytes()
+    shared = pb.Assignment()
+    shared.CopyFrom(good)
+    shared.round = 2
+    shared.client_id = "c0"
+    shared.layers.add(layer=0, shared=True, group_size=2)
+    bad_cases = {
+        "missing-tensor": {},  # declared share layer without its tensors
+        "bad-shape": {"share.0.A": np.zeros((3, 3), np.float32), "share.0.B": np.zeros((3, 3), np.float32)},
+    }
+    for code, bad_arrays in bad_cases.items():
+        msg = pb.Assignment()
+        msg.CopyFrom(shared)
+        del msg.manifest[:]
+        for name, arr in bad_arrays.items():
+            msg.manifest.add(name=name, shape=list(arr.shape), dtype="float32")
+        reply = client_app(Message(pack(msg, bad_arrays), dst_node_id=1, message_type="train", group_id="2"),
+                           grid.context(1))
+        with pytest.raises(ProtocolError) as err:
+            unpack(reply.content)
+        assert err.value.code == code
+        assert (tmp_path / "clients" / "c0" / "state.pt").read_bytes() == saved
