@@ -61,6 +61,7 @@ class LearnerConfig:
     lm_mode: str = "generate"  # causal LMs: "generate" (instruction answer, greedy decoding) | "head" (class head)
     # --- evaluation ---
     task_aware: bool = False  # False = task-free inference (live adapter, logits over seen classes)
+    task_incremental: bool = False  # score with the live adapter over each task's own classes (task-IL)
     eval_batch_size: int = 128
     fwt: bool = False  # also score each task before training it (its own classes) for forward transfer
     # --- run ---

@@ -560,7 +560,7 @@ class ContinualLearner:
             self.train_task(f"t{j}", task, epochs=epochs[j] if epochs else None, progress=bar)
             wall.append(time.perf_counter() - t0)
             for i in range(j + 1):
-                R[j, i] = self.evaluate(tasks[i], key=f"t{i}", encoded=tests[i])
+                R[j, i] = self.evaluate(tasks[i], key=f"t{i}", encoded=tests[i], own_classes=self.cfg.task_incremental)
             if self.cfg.fwt and j + 1 < T:
                 R[j, j + 1] = self.evaluate(tasks[j + 1], encoded=tests[j + 1], own_classes=True)
         bar.close()

@@ -122,3 +122,21 @@ def test_forward_transfer_needs_the_initial_evaluation(stream):
     assert res["accuracy_matrix"][0][1] is not None  # task 1 scored after task 0, before it is trained
     expected = res["accuracy_matrix"][0][1] - res["initial_accuracy"][1]
     assert res["metrics"]["fwt"] == pytest.approx(expected)
+
+
+def test_task_incremental_scores_over_own_classes(stream):
+    learner = make("seqlora", stream, task_incremental=True)
+    res = learner.run_stream(stream)
+    free = make("seqlora", stream).run_stream(stream)
+    # same training; restricting the argmax to a task's classes can only help
+    for j in range(2):
+        for i in range(j + 1):
+            assert res["accuracy_matrix"][j][i] >= free["accuracy_matrix"][j][i]
+
+
+def test_vision_stream_runs_on_tiny_vit():
+    s = load_stream("digits", train_per_class=8, test_per_class=4, num_tasks=2)
+    cfg = make_config("treelora", epochs=1, batch_size=8, progress=False, regularizer="l1-grad-fd")
+    learner = ContinualLearner(load_backbone("tiny-vit"), s.num_classes(), cfg, stream=s)
+    res = learner.run_stream(s)
+    assert len(res["accuracy_matrix"]) == 2 and res["steps_per_task"] == [2, 2]
