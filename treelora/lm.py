@@ -167,9 +167,11 @@ class InstructionLM(nn.Module):
             pairs.append((prompt, stream.readable(ex.label)))
         return pairs
 
-    def _tokenize_pair(self, tok: Any, prompt: str, answer: str, limit: int) -> tuple[list[int], list[int]]:
+    def _tokenize_pair(
+        self, tok: Any, prompt: str, answer: str, limit: int, specials: tuple[list[int], int | None, int]
+    ) -> tuple[list[int], list[int]]:
         """Token ids of (prompt incl. BOS, answer incl. EOS) within ``limit`` (see "Length limit")."""
-        bos, eos, _ = self._special_ids(tok)
+        bos, eos, pad = specials
         ans = self._ids(tok, " " + answer)[: max(1, limit // 2)] + ([] if eos is None else [eos])
         head, sep, last = prompt.rpartition("\n")
         body, tail = (head, sep + last) if sep else (prompt, "")
@@ -180,7 +182,7 @@ class InstructionLM(nn.Module):
             body_ids = body_ids[: max(0, budget - len(tail_ids))]
         prompt_ids = bos + body_ids + tail_ids
         if not prompt_ids:  # the first answer token needs a position to be predicted from
-            prompt_ids = [eos if eos is not None else self._special_ids(tok)[2]]
+            prompt_ids = [eos if eos is not None else pad]
         return prompt_ids, ans
 
     # ------------------------------------------------------------------ task-model interface
@@ -191,8 +193,9 @@ class InstructionLM(nn.Module):
             raise ValueError("cannot encode an empty split")
         tok = tokenizer if tokenizer is not None else self.tokenizer
         limit = int(self.max_length) if self.max_length else lm_max_length(max_length)
-        _, _, pad = self._special_ids(tok)
-        rows = [self._tokenize_pair(tok, p, a, limit) for p, a in self.prompt_pairs(examples)]
+        specials = self._special_ids(tok)
+        pad = specials[2]
+        rows = [self._tokenize_pair(tok, p, a, limit, specials) for p, a in self.prompt_pairs(examples)]
         n = len(rows)
         width = max(len(p) + len(a) for p, a in rows)
         pwidth = max(len(p) for p, _ in rows)
