@@ -54,6 +54,7 @@ class LearnerConfig:
     rebuild_every: int = 4  # rebuild the tree from scratch after this many inserts (paper preset)
     tree_budget: int = 0  # max stored task adapters; 0 = unlimited (merge closest leaves when over)
     reg_every: int = 1  # apply the regulariser every k steps (cost knob)
+    l1_reduction: str = "sum"  # l1-grad distance per layer: "sum" (Eq. 3 as written) | "mean" (divided by the layer's size)
     fd_eps: float = 1e-3  # finite-difference step of l1-grad-fd (relative to parameter norm)
     # --- baselines ---
     olora_lambda: float = 0.5  # λ1 of O-LoRA's orthogonality loss
@@ -85,6 +86,8 @@ class LearnerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.l1_reduction not in ("sum", "mean"):
+            raise ValueError(f"l1_reduction={self.l1_reduction!r} is not one of sum, mean")
         if self.lm_mode not in ("generate", "head"):
             raise ValueError(f"lm_mode={self.lm_mode!r} is not one of generate, head")
         positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every")

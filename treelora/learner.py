@@ -299,7 +299,7 @@ class ContinualLearner:
         head = self._head_params()
         if apply_reg and cfg.regularizer == "l1-grad":
             loss = task_loss()
-            grads, _ = l1_grad_backward(loss, self.lora, head, targets, cfg.lam)
+            grads, _ = l1_grad_backward(loss, self.lora, head, targets, cfg.lam, cfg.l1_reduction)
         elif apply_reg and cfg.regularizer == "l1-grad-fd":
             first: list[torch.Tensor] = []
 
@@ -308,7 +308,8 @@ class ContinualLearner:
                 first.append(value.detach())
                 return value
 
-            grads, _ = l1_grad_fd_backward(recorded_loss, self.lora, head, targets, cfg.lam, cfg.fd_eps)
+            grads, _ = l1_grad_fd_backward(recorded_loss, self.lora, head, targets, cfg.lam, cfg.fd_eps,
+                                           cfg.l1_reduction)
             loss = first[0]
         elif apply_reg and cfg.regularizer == "official":
             loss = task_loss()

@@ -27,6 +27,10 @@ def _layer_vectors(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) for i in range(len(grads) // 2)]
 
 
+def _l1(diff: torch.Tensor, reduction: str) -> torch.Tensor:
+    return diff.abs().sum() if reduction == "sum" else diff.abs().mean()
+
+
 def plain_backward(loss: torch.Tensor, lora: LayerwiseLoRA) -> tuple[list[torch.Tensor], float]:
     """Ordinary backward; returns the per-layer LoRA gradients and a zero regulariser value."""
     loss.backward()
@@ -39,13 +43,18 @@ def l1_grad_backward(
     other_params: list[nn.Parameter],
     targets: list[torch.Tensor | None],
     lam: float,
+    reduction: str = "sum",
 ) -> tuple[list[torch.Tensor], float]:
-    """Exact ``l1-grad``: double backward through the LoRA gradient. ``targets[l]`` is G_{k_l}[l] or None."""
+    """Exact ``l1-grad``: double backward through the LoRA gradient. ``targets[l]`` is G_{k_l}[l] or None.
+
+    ``reduction="sum"`` is Eq. 3 as written; its gradient ``λ·H·sign(ĝ − G)`` grows with the layer size (the sign
+    vector has norm √p), and on MiniLM it outweighs the task gradient ~20× at λ = 0.05. ``"mean"`` divides each
+    layer's distance by its size p, the scale of the bandit's ξ."""
     params = lora.parameters()
     grads = torch.autograd.grad(loss, params + list(other_params), create_graph=True, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params + list(other_params), grads)]
     layer_g = _layer_vectors(grads[: len(params)])
-    terms = [(g - t.to(g.device, g.dtype)).abs().sum() for g, t in zip(layer_g, targets) if t is not None]
+    terms = [_l1(g - t.to(g.device, g.dtype), reduction) for g, t in zip(layer_g, targets) if t is not None]
     reg_value = 0.0
     reg_grads: list[torch.Tensor | None] = [None] * len(params)
     if terms and lam > 0:
@@ -67,6 +76,7 @@ def l1_grad_fd_backward(
     targets: list[torch.Tensor | None],
     lam: float,
     eps: float = 1e-3,
+    reduction: str = "sum",
 ) -> tuple[list[torch.Tensor], float]:
     """``l1-grad`` with a finite-difference Hessian-vector product. ``closure`` computes the task loss and must
     replay the same randomness (dropout) on every call."""
@@ -86,8 +96,8 @@ def l1_grad_fd_backward(
             v = torch.zeros_like(g)
         else:
             diff = g - t.to(g.device, g.dtype)
-            reg_value += float(diff.abs().sum())
-            v = torch.sign(diff)
+            reg_value += float(_l1(diff, reduction))
+            v = torch.sign(diff) / (1.0 if reduction == "sum" else diff.numel())
         direction += [v[: a.numel()].view_as(a), v[a.numel() :].view_as(b)]
     v_norm = torch.sqrt(sum((v.float() ** 2).sum() for v in direction))
     if float(v_norm) == 0.0:

@@ -35,14 +35,15 @@ def loss_fn(lora, x, y):
     return ((lora.model(x) - y) ** 2).mean()
 
 
-def objective(lora, x, y, targets, lam):
+def objective(lora, x, y, targets, lam, reduction="sum"):
     params = lora.parameters()
     grads = torch.autograd.grad(loss_fn(lora, x, y), params, create_graph=True)
-    reg = sum((torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) - t).abs().sum() for i, t in enumerate(targets))
+    diffs = [(torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) - t).abs() for i, t in enumerate(targets)]
+    reg = sum(d.sum() if reduction == "sum" else d.mean() for d in diffs)
     return loss_fn(lora, x, y) + lam * reg
 
 
-def numeric_gradient(lora, x, y, targets, lam, h=1e-6):
+def numeric_gradient(lora, x, y, targets, lam, h=1e-6, reduction="sum"):
     out = []
     for p in lora.parameters():
         g = torch.zeros_like(p)
@@ -50,20 +51,21 @@ def numeric_gradient(lora, x, y, targets, lam, h=1e-6):
             flat = p.data.view(-1)
             old = float(flat[idx])
             flat[idx] = old + h
-            up = float(objective(lora, x, y, targets, lam))
+            up = float(objective(lora, x, y, targets, lam, reduction).detach())
             flat[idx] = old - h
-            down = float(objective(lora, x, y, targets, lam))
+            down = float(objective(lora, x, y, targets, lam, reduction).detach())
             flat[idx] = old
             g.view(-1)[idx] = (up - down) / (2 * h)
         out.append(g)
     return out
 
 
-def test_l1_grad_matches_finite_differences():
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_l1_grad_matches_finite_differences(reduction):
     lora, x, y, targets = setup()
     lam = 0.7
-    expected = numeric_gradient(lora, x, y, targets, lam)
-    layer_grads, reg = l1_grad_backward(loss_fn(lora, x, y), lora, [], targets, lam)
+    expected = numeric_gradient(lora, x, y, targets, lam, reduction=reduction)
+    layer_grads, reg = l1_grad_backward(loss_fn(lora, x, y), lora, [], targets, lam, reduction)
     for p, e in zip(lora.parameters(), expected):
         assert torch.allclose(p.grad, e, rtol=1e-4, atol=1e-6), (p.grad, e)
     assert reg > 0
@@ -80,13 +82,14 @@ def test_l1_grad_skips_layers_without_target():
         assert torch.allclose(p.grad, g)
 
 
-def test_finite_difference_variant_approximates_exact():
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_finite_difference_variant_approximates_exact(reduction):
     lora, x, y, targets = setup(2)
     lam = 0.7
-    l1_grad_backward(loss_fn(lora, x, y), lora, [], targets, lam)
+    l1_grad_backward(loss_fn(lora, x, y), lora, [], targets, lam, reduction)
     exact = [p.grad.clone() for p in lora.parameters()]
     before = [p.detach().clone() for p in lora.parameters()]
-    l1_grad_fd_backward(lambda: loss_fn(lora, x, y), lora, [], targets, lam, eps=1e-6)
+    l1_grad_fd_backward(lambda: loss_fn(lora, x, y), lora, [], targets, lam, eps=1e-6, reduction=reduction)
     for p, e, b in zip(lora.parameters(), exact, before):
         assert torch.allclose(p.grad, e, rtol=1e-3, atol=1e-5)
         assert torch.equal(p.detach(), b)  # parameters restored after the shifted pass
