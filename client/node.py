@@ -162,7 +162,12 @@ class ClientNode:
         self.path = node.state_dir / STATE_FILE
 
     # ------------------------------------------------------------------ state
-    def _load(self, learner: ContinualLearner, initial: dict[str, Any]) -> dict[str, Any]:
+    def _load(self, learner: ContinualLearner, initial: dict[str, Any], run_id: str = "") -> dict[str, Any]:
+        """This client's state; a state left by another run (another ``run_id``) is archived, not reused."""
+        if self.path.exists() and run_id:
+            previous = torch.load(self.path, weights_only=False).get("run_id", "")
+            if previous and previous != run_id:
+                os.replace(self.path, self.path.with_name(f"state.run-{previous}.pt"))
         if self.path.exists():
             try:
                 state = torch.load(self.path, weights_only=False)
@@ -171,7 +176,7 @@ class ClientNode:
             learner.load_state_dict(state["learner"])
             return state
         learner.load_state_dict(initial)
-        return {"last_round": 0, "last_reply": None, "eval_rows": [], "examples_seen": 0}
+        return {"last_round": 0, "last_reply": None, "eval_rows": [], "examples_seen": 0, "run_id": run_id}
 
     def _save(self, learner: ContinualLearner, state: dict[str, Any]) -> None:
         state["learner"] = learner.state_dict()
@@ -189,7 +194,7 @@ class ClientNode:
             raise ProtocolError("malformed", f"assignment for {assignment.client_id!r} sent to {self.node.client_id!r}")
         learner, initial = _learner(self.fed, self.node.device)
         tensors = self._validate(assignment, arrays, learner)
-        state = self._load(learner, initial)
+        state = self._load(learner, initial, run_id=assignment.run_id)
         rnd = int(assignment.round)
         if rnd == state["last_round"] and state["last_reply"] is not None:
             return state["last_reply"]
@@ -205,6 +210,9 @@ class ClientNode:
         key = self.task_key(pos)
         L = learner.lora.num_layers
 
+        if learner.current is not None and learner.current.key != f"t{pos}":
+            # this client missed the last round of its previous task: close it locally (its leaf is not reported)
+            learner.end_task()
         if learner.current is None:
             warm = None
             if assignment.warm_start_leaf:

@@ -59,6 +59,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
     bar = tqdm(total=total, initial=state.round, desc=f"federation ({fed.method})", unit="round", disable=not progress)
     while state.round < total:
         rnd = state.round + 1
+        node_ids = sorted(grid.get_node_ids()) or node_ids  # nodes may join or come back with a new id
         t_server = 0.0
         rec = RoundLog(rnd)
         # --- reuse: probe clients about to start a task
@@ -98,11 +99,16 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
         t_server += time.perf_counter() - t0
         if not messages:
             break
-        for reply in _send(grid, messages, timeout):
+        expected_nodes = {m.metadata.dst_node_id for m in messages}
+        replies = _send(grid, messages, timeout)
+        answered = {r.metadata.src_node_id for r in replies if r.has_content()}
+        for nid in sorted(expected_nodes - answered):
+            reasons = [r.error.reason for r in replies if not r.has_content() and r.metadata.src_node_id == nid]
+            state.record_error(rnd, nid, RuntimeError(f"no reply: {reasons[0] if reasons else 'timed out'}"))
+            rec.rejected += 1
+        for reply in replies:
             nid = reply.metadata.src_node_id
             if not reply.has_content():
-                state.record_error(rnd, nid, RuntimeError(f"client error: {reply.error.reason}"))
-                rec.rejected += 1
                 continue
             rec.bytes_up += content_nbytes(reply.content)
             t0 = time.perf_counter()

@@ -440,16 +440,20 @@ class GlobalState:
 
         per_client = {}
         for client, rows in sorted(self.acc_rows.items()):
-            keys = sorted(rows[-1], key=lambda k: int(k.rsplit("/t", 1)[1])) if rows else []
+            # row j was written when the j-th *reported* task ended; a task whose last round the client missed
+            # has no row, so the matrix covers the tasks that have one (each row holds every earlier task)
+            index = lambda k: int(k.rsplit("/t", 1)[1])  # noqa: E731
+            keys = [max(row, key=index) for row in rows if row]
             T = len(keys)
             R = np.full((T, T), np.nan)
-            for j, row in enumerate(rows[:T]):
+            for j, row in enumerate(r for r in rows if r):
                 for i, k in enumerate(keys[: j + 1]):
                     R[j, i] = row.get(k, np.nan)
+            complete = T > 0 and not np.isnan(R[np.tril_indices(T)]).any()
             per_client[client] = {
                 "tasks": keys,
                 "accuracy_matrix": [[None if math.isnan(x) else x for x in r] for r in R],
-                "metrics": summarize(R) if T else {},
+                "metrics": summarize(R) if complete else {},
             }
         global_metrics = {}
         for m in ("acc", "bwt", "bwt_clipped", "forgetting"):

@@ -4,7 +4,8 @@
 #
 #   simulations/deploy/make_certs.sh [OUT_DIR] [EXTRA_SAN ...]
 #
-#   OUT_DIR    default: simulations/deploy/certs   (git-ignored; keep ca.key offline in a real deployment)
+#   OUT_DIR    default: $CERTS, else $DEPLOY_DIR/certs, else ~/.treelora-fed/deploy/certs (as env.sh; keep ca.key
+#              offline in a real deployment)
 #   EXTRA_SAN  more host names or IP addresses the SuperLink is reached by, e.g. superlink.lab.example 10.0.0.5
 #              (127.0.0.1, ::1 and localhost are always included: the SuperLink's own SuperExec/ServerApp
 #              processes reach its Runtime API on the loopback address, so the certificate must cover it).
@@ -14,8 +15,10 @@
 # Needs openssl >= 1.1.1 (for -addext); without openssl it runs `python -m simulations.deploy.certs` (same files,
 # made with the `cryptography` package that flwr already depends on).
 set -euo pipefail
-OUT="${1:-$(cd "$(dirname "$0")" && pwd)/certs}"
+OUT="${1:-${CERTS:-${DEPLOY_DIR:-$HOME/.treelora-fed/deploy}/certs}}"
 shift || true
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 if ! command -v openssl >/dev/null; then
   echo "openssl not found; falling back to python -m simulations.deploy.certs (cryptography)" >&2
   cd "$(dirname "$0")/../.." && exec "${PYTHON:-python}" -m simulations.deploy.certs "$OUT" "$@"

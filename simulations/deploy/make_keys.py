@@ -8,21 +8,20 @@ requests with an elliptic-curve key on a NIST curve (we use P-384), given to it 
 Registrations live in the SuperLink's ``--database`` and survive restarts; the node id is tied to the key, so a
 restarted SuperNode gets its old node id back.
 
-    python -m simulations.deploy.make_keys gen --out simulations/deploy/keys edge0 edge1 edge2
-    python -m simulations.deploy.make_keys register --keys simulations/deploy/keys --connection deploy edge0 edge1 edge2
+    python -m simulations.deploy.make_keys gen edge0 edge1 edge2          # into $KEYS / $DEPLOY_DIR/keys
+    python -m simulations.deploy.make_keys register edge0 edge1 edge2     # --connection deploy (default)
 
 ``gen`` writes ``<out>/<name>`` (private, mode 600) and ``<out>/<name>.pub`` (``ecdsa-sha2-nistp384 ...``) and never
-overwrites an existing key. ``register`` runs ``flwr supernode register`` per key against a SuperLink connection
-of ``$FLWR_HOME/config.toml`` and prints ``name node_id``. Same as ``ssh-keygen -t ecdsa -b 384 -N '' -f keys/edge0``.
+overwrites an existing key (same as ``ssh-keygen -t ecdsa -b 384 -N '' -f keys/edge0``). ``register`` does what
+``flwr supernode register keys/<name>.pub <connection>`` does, for every key over one Control API connection (the
+SuperLink connection of ``$FLWR_HOME/config.toml``, written by configure_cli.sh), and prints ``name node_id``.
+Only the public key is sent; the private key never leaves the edge node.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,30 +46,48 @@ def generate(out: str | Path, name: str) -> tuple[Path, Path]:
     return priv, pub
 
 
-def register(pub: str | Path, connection: str, env: dict[str, str] | None = None, name: str | None = None) -> int:
-    """``flwr supernode register <pub> <connection> --format json``; returns the node id the SuperLink assigned."""
-    flwr = shutil.which("flwr", path=(env or os.environ).get("PATH")) or "flwr"
-    cmd = [flwr, "supernode", "register", str(pub), connection, "--format", "json"]
-    if name:
-        cmd += ["--name", name]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    start = proc.stdout.find("{")
-    data = json.loads(proc.stdout[start:]) if start >= 0 else {}
-    if not data.get("success"):
-        raise RuntimeError(f"{' '.join(cmd)}: unexpected output:\n{proc.stdout}\n{proc.stderr}")
-    return int(data["node-id"])
+def register(pubs: dict[str, Path], connection: str) -> dict[str, int]:
+    """Register public keys with the SuperLink of ``connection``; returns name → node id.
+
+    What ``flwr supernode register <pub> <connection>`` does (flwr/cli/supernode/register.py), for all keys over
+    one Control API client (one ``flwr`` process per key costs ~2 s of imports each).
+    """
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=no-name-in-module
+
+    client = init_http_client_from_connection(read_superlink_connection(connection))
+    try:
+        ids = {}
+        for name, pub in pubs.items():
+            res = client.RegisterNode(request=RegisterNodeRequest(public_key=try_load_public_key(Path(pub)),
+                                                                  name=name))
+            if not res.node_id:
+                raise RuntimeError(f"the SuperLink did not register {pub}")
+            ids[name] = int(res.node_id)
+        return ids
+    finally:
+        client.close()
+
+
+def _deploy_dir() -> str:
+    return os.environ.get("DEPLOY_DIR") or os.path.expanduser("~/.treelora-fed/deploy")
+
+
+def default_keys_dir() -> str:
+    """$KEYS, else $DEPLOY_DIR/keys, else ~/.treelora-fed/deploy/keys (the same default as env.sh)."""
+    return os.environ.get("KEYS") or os.path.join(_deploy_dir(), "keys")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="generate key pairs")
-    g.add_argument("--out", default=str(Path(__file__).resolve().parent / "keys"))
+    g.add_argument("--out", default=default_keys_dir())
     g.add_argument("names", nargs="+")
     r = sub.add_parser("register", help="register public keys with a running SuperLink")
-    r.add_argument("--keys", default=str(Path(__file__).resolve().parent / "keys"))
+    r.add_argument("--keys", default=default_keys_dir())
     r.add_argument("--connection", default="deploy", help="SuperLink connection name in $FLWR_HOME/config.toml")
     r.add_argument("names", nargs="+")
     args = p.parse_args(argv)
@@ -79,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             priv, pub = generate(args.out, name)
             print(f"{name}: {priv} {pub}")
     else:
-        for name in args.names:
-            print(name, register(Path(args.keys) / f"{name}.pub", args.connection, name=name), flush=True)
+        # the deployment's private Flower home (env.sh's default), never ~/.flwr
+        os.environ.setdefault("FLWR_HOME", os.path.join(_deploy_dir(), "flwr-home"))
+        ids = register({name: Path(args.keys) / f"{name}.pub" for name in args.names}, args.connection)
+        for name, node_id in ids.items():
+            print(name, node_id, flush=True)
     return 0
 
 

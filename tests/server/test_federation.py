@@ -181,3 +181,36 @@ def test_replayed_round_gets_the_saved_reply(tmp_path):
     c1, a1 = unpack(first.content)
     c2, a2 = unpack(second.content)
     assert c1 == c2 and all(np.array_equal(a1[k], a2[k]) for k in a1)
+
+
+def test_a_client_missing_the_last_round_of_a_task_recovers(tmp_path):
+    grid, fed = setup(tmp_path)
+    original = grid.push_messages
+
+    def push(messages):
+        messages = list(messages)
+        rnd = int(messages[0].metadata.group_id) if messages and messages[0].metadata.group_id.isdigit() else 0
+        grid.down = {2} if rnd == 2 else set()  # node 2 misses the last round of its first task
+        return original(messages)
+
+    grid.push_messages = push  # type: ignore[method-assign]
+    res = run(grid, fed, progress=False)
+    assert res["rounds"] == 4
+    assert [e["node_id"] for e in res["errors"]] == [2] and "no reply" in res["errors"][0]["reason"]
+    c1 = res["per_client"]["c1"]
+    assert c1["tasks"] == ["c1/t1"] and c1["metrics"]  # its first task closed locally, never reported
+    assert "c1/t0" not in res["leaves"] and "c1/t1" in res["leaves"]
+
+
+def test_a_new_run_does_not_reuse_another_runs_client_state(tmp_path):
+    grid, fed = setup(tmp_path, n=1, **{"num-rounds": 1})
+    state = GlobalState(fed, tmp_path / "server", run_id="run-a")
+    from flwr.app import Message
+
+    a, arrays = state.assignment("?1", 1)
+    client_app(Message(pack(a, arrays), dst_node_id=1, message_type="train", group_id="1"), grid.context(1))
+    other = GlobalState(fed, tmp_path / "server2", run_id="run-b")
+    b, arrays = other.assignment("?1", 1)
+    reply = client_app(Message(pack(b, arrays), dst_node_id=1, message_type="train", group_id="1"), grid.context(1))
+    unpack(reply.content)  # not a stale replay of run-a's reply: a fresh round 1
+    assert (tmp_path / "clients" / "c0" / "state.run-run-a.pt").exists()
