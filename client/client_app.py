@@ -7,6 +7,11 @@ client's on-disk state untouched.
 
 from __future__ import annotations
 
+import os
+
+# OpenMP's default active wait made 2-thread steps 4x slower on a shared CPU (BENCHMARKS.md); set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import logging
 
 from flwr.app import Context, Message

@@ -182,6 +182,20 @@ class ClientNode:
         state["learner"] = learner.state_dict()
         _save_atomic(state, self.path)
 
+    def _shard(self, examples: list, stream_task: int) -> list:
+        """This client's share of a task's training split, among the clients whose schedules hold that task."""
+        holders = [
+            c for c in range(self.node.num_partitions)
+            if stream_task in make_schedule(self.fed.scenario, c, self.node.num_partitions, len(self.stream.tasks),
+                                            self.fed.tasks_per_client, self.fed.rounds_per_task,
+                                            families=self.fed.families).tasks
+        ]
+        part = shard(examples, holders.index(self.node.partition_id), len(holders), self.fed.seed)
+        if not part:
+            raise ValueError(f"client {self.node.client_id} gets no training example of stream task {stream_task}: "
+                             f"{len(examples)} examples over {len(holders)} clients; raise train-per-class")
+        return part
+
     def task_key(self, pos: int) -> str:
         """Global leaf key of this client's pos-th task."""
         return f"{self.node.client_id}/t{pos}"
@@ -231,7 +245,7 @@ class ClientNode:
         probe = CandidateProbe(candidates, sketcher, learner.signature.dims())
         learner.on_step = probe
         t0 = time.perf_counter()
-        train = shard(task.train, self.node.partition_id, self.node.num_partitions, self.fed.seed)
+        train = self._shard(task.train, self.schedule.tasks[pos])
         encoded = learner.encode(train)
         steps = max(1, int(assignment.local_steps) or self.fed.local_steps)
         learner.start_epoch(steps)
@@ -306,7 +320,7 @@ class ClientNode:
                                              client_id=self.node.client_id, metrics={"stream_done": 1.0})), {}
         pos, _ = position
         task = self.stream.tasks[self.schedule.tasks[pos]]
-        train = shard(task.train, self.node.partition_id, self.node.num_partitions, self.fed.seed)
+        train = self._shard(task.train, self.schedule.tasks[pos])
         batch = next(iterate_batches(learner.encode(train), self.fed.batch_size, shuffle=True, seed=pos))
         learner.model.train()
         learner.optimizer.zero_grad(set_to_none=True)

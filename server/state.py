@@ -250,9 +250,7 @@ class GlobalState:
         if report.pulls and self.tree is not None:
             bandit = self._bandit(report.client_id)
             for pull in report.pulls:
-                mean = pull.xi_sum / pull.count
-                for _ in range(pull.count):
-                    bandit.update(pull.layer, pull.leaf, mean, max(info.bandit_t, 1))
+                bandit.update(pull.layer, pull.leaf, pull.xi_sum / pull.count, max(info.bandit_t, 1), pull.count)
         info.finished_last = bool(report.task_finished)
         self.privacy.record(report.client_id, sketches=1 + int(report.task_finished), adapters=1)
         info.examples += int(report.num_examples)

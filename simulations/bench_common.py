@@ -11,9 +11,20 @@ repetitions, report medians (and the spread), and read the load average next to 
 
 from __future__ import annotations
 
+import os
+
+import sys as _sys
+
+# On this shared 2-core machine, OpenMP's default *active* wait makes torch's worker threads spin against the other
+# tenants' processes: a MiniLM step with 2 threads measured 4x slower than with the passive policy under load
+# average 5 (bench_step --omp-compare). Must be set before torch starts its thread pool, so every bench script
+# imports this module before torch; an explicit OMP_WAIT_POLICY in the environment wins. Only when a bench script is
+# the program (python -m simulations.bench_*), so that importing the scripts (the smoke tests) changes nothing else.
+if os.path.basename(_sys.argv[0] if _sys.argv else "").startswith("bench_"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
 import statistics
@@ -116,6 +127,7 @@ class Machine:
             "mem_total_gib": mem_total_gib(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "python": platform.python_version(),
             "git_commit": git_commit(),
             "gpu": gpu,
@@ -147,7 +159,7 @@ def machine_line(m: dict[str, Any]) -> str:
     la0 = "/".join(f"{x:.2f}" for x in m.get("loadavg_start", []))
     la1 = "/".join(f"{x:.2f}" for x in m.get("loadavg_end", []))
     return (f"{m['date_utc']}; {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; torch "
-            f"{m['torch']}, {m['torch_threads']} threads; load avg (1/5/15 min) {la0} at start, {la1} at end; "
+            f"{m['torch']}, {m['torch_threads']} threads (OMP_WAIT_POLICY={m.get('omp_wait_policy') or 'default'}); load avg (1/5/15 min) {la0} at start, {la1} at end; "
             f"process CPU/wall {m['cpu_per_wall']}; GPU: {m['gpu']}; commit {m['git_commit']}")
 
 
@@ -217,3 +229,108 @@ def fmt_bytes(n: float) -> str:
     if n < 2**30:
         return f"{n / 2**20:.2f} MiB"
     return f"{n / 2**30:.2f} GiB"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backbone shapes and a synthetic federation driver over the real server state (server.state.GlobalState)
+
+
+def lora_shapes(backbone: str, *, r: int = 8) -> dict[str, Any]:
+    """Adapter shapes of the project's layer-wise LoRA on a backbone, plus parameter counts.
+
+    Returns ``{"adapter_shapes": [((r, d_in), (d_out, r)), ...], "layers", "lora_params", "backbone_params",
+    "hidden_size", "signature_dims"}``; ``backbone_params`` counts the frozen backbone without LoRA or head.
+    """
+    from treelora.adapters import LayerwiseLoRA
+    from treelora.backbones import load_backbone
+
+    bb = load_backbone(backbone)
+    base = sum(p.numel() for p in bb.model.parameters())
+    lora = LayerwiseLoRA(bb.model, r=r)
+    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in (lora.params(l) for l in range(lora.num_layers))]
+    return {
+        "backbone": backbone,
+        "adapter_shapes": shapes,
+        "layers": len(shapes),
+        "lora_params": sum(a[0] * a[1] + b[0] * b[1] for a, b in shapes),
+        "backbone_params": base,
+        "hidden_size": bb.hidden_size,
+        "signature_dims": lora.layer_dims(),
+        "target_modules": lora.names,
+    }
+
+
+class SynthFed:
+    """Drives a real :class:`server.state.GlobalState` with synthetic, fully valid client reports.
+
+    Reports are built exactly as ``client.node.ClientNode.train`` builds them (``encode_tensors`` with bf16
+    adapters and float32 sketches, a ``ClientReport`` with pulls, metrics and manifest), so what the server
+    validates, ingests, inserts and aggregates is the real code path; only the training is skipped. Sketches
+    are drawn around ``clusters`` centres so that the tree has structure.
+    """
+
+    def __init__(self, fed: Any, out_dir: str | Path, adapter_shapes: list, *, seed: int = 0, clusters: int = 16,
+                 model_bytes: int = 0) -> None:
+        import torch
+
+        from server.state import GlobalState
+
+        self.state = GlobalState(fed, out_dir, run_id="bench")
+        self.fed = fed
+        self.shapes = [(tuple(a), tuple(b)) for a, b in adapter_shapes]
+        self.L = len(self.shapes)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.centres = torch.randn(clusters, self.L, fed.sketch_dim, generator=self.gen) * 1000.0
+        self.clusters = clusters
+        self.model_bytes = model_bytes
+        self.tasks: dict[str, int] = {}
+
+    def sketch(self, cluster: int) -> list:
+        import torch
+
+        c = self.centres[cluster % self.clusters]
+        return [c[l] + 100.0 * torch.randn(self.fed.sketch_dim, generator=self.gen) for l in range(self.L)]
+
+    def report(self, client: str, rnd: int, *, finished: bool, task_index: int | None = None,
+               pulls: list | None = None, cluster: int | None = None, steps: int = 8) -> tuple[bytes, dict]:
+        """(control bytes, arrays) of one train reply, built like ``ClientNode.train``."""
+        import torch
+
+        from protos import SCHEMA_VERSION
+        from protos import treelora_fed_pb2 as pb
+        from protos.wire import adapter_name, encode_tensors, final_name, serialize, sketch_name
+
+        pos = self.tasks.get(client, 0) if task_index is None else task_index
+        key = f"{client}/t{pos}"
+        cl = hash(key) % self.clusters if cluster is None else cluster
+        out: dict[str, torch.Tensor] = {}
+        for l, (a, b) in enumerate(self.shapes):
+            out[adapter_name(l, "A")] = 0.02 * torch.randn(a, generator=self.gen)
+            out[adapter_name(l, "B")] = 0.02 * torch.randn(b, generator=self.gen)
+        for l, s in enumerate(self.sketch(cl)):
+            out[sketch_name(l)] = s
+        metrics = {"train_s": 1.0, "loss": 1.0, "model_bytes": float(self.model_bytes)}
+        if finished:
+            for l, s in enumerate(self.sketch(cl)):
+                out[final_name(l)] = s
+            metrics.update({f"acc/{client}/t{i}": 0.5 for i in range(pos + 1)})
+        arrays, manifest = encode_tensors(
+            out, lambda n: "float32" if n.startswith(("sketch.", "final.")) else self.fed.wire_dtype)
+        report = pb.ClientReport(
+            version=SCHEMA_VERSION, round=rnd, run_id="bench", client_id=client, task_key=key, task_index=pos,
+            task_finished=finished, num_examples=steps * self.fed.batch_size, steps=steps, loss=1.0,
+            pulls=pulls or [], manifest=manifest, metrics=metrics)
+        if finished:
+            self.tasks[client] = pos + 1
+        return serialize(report), arrays
+
+    def pulls_for(self, assignment: Any, steps: int = 8) -> list:
+        """Pulls a client would report for an assignment's candidates (xi sums over ``steps`` steps)."""
+        from protos import treelora_fed_pb2 as pb
+
+        out = []
+        for la in assignment.layers:
+            for i, leaf in enumerate(la.candidates):
+                n = steps if i == 0 else 1
+                out.append(pb.Pull(layer=la.layer, leaf=leaf, xi_sum=0.1 * n, count=n))
+        return out

@@ -41,6 +41,22 @@ def _superlink_pids(flwr_home: Path) -> set[int]:
     return pids
 
 
+def foreign_superlinks(flwr_home: Path) -> list[str]:
+    """Local simulation SuperLinks of *another* FLWR_HOME: ``flwr run`` would silently submit to them (same
+    fixed ports), and whoever owns them may stop them mid-run."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "flower-superlink" in cmd and "--simulation" in cmd and str(flwr_home) not in cmd:
+            found.append(f"pid {proc.name}: {cmd.strip()[:160]}")
+    return found
+
+
 def stop_superlink(pids: set[int]) -> None:
     """SIGTERM, then SIGKILL what is left after 5 s."""
     for pid in pids:
@@ -100,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     flwr_home = Path(args.flwr_home).resolve()
     env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
                HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    foreign = foreign_superlinks(flwr_home)
+    if foreign:
+        raise SystemExit("another local Flower SuperLink holds the simulation ports; stop it first:\n  " + "\n  ".join(foreign))
     rows = []
     try:
         for method in args.methods:

@@ -40,12 +40,13 @@ class _ArmStats:
             self.sum[key] = np.zeros(self.num_layers)
             self.cnt[key] = np.zeros(self.num_layers)
 
-    def add(self, layer: int, key: str, loss: float) -> None:
+    def add(self, layer: int, key: str, loss: float, count: int = 1) -> None:
+        """Record ``count`` pulls whose losses sum to ``loss``."""
         self.ensure(key)
         self.sum[key][layer] += loss
-        self.cnt[key][layer] += 1
+        self.cnt[key][layer] += count
         self.layer_sum[layer] += loss
-        self.layer_cnt[layer] += 1
+        self.layer_cnt[layer] += count
 
     def scale(self, layer: int) -> float:
         if self.layer_cnt[layer] == 0:
@@ -232,16 +233,17 @@ class TreeLCBBandit(_LCBBase):
         self.evaluations += 1
         return keys[self._argmin([self.arm_lcb(layer, k, t) for k in keys])]
 
-    def update(self, layer: int, key: str, loss: float, t: int) -> None:
+    def update(self, layer: int, key: str, loss: float, t: int, count: int = 1) -> None:
+        """Record ``count`` pulls of ``key`` on ``layer`` with mean loss ``loss`` (a client reports sums)."""
         if not math.isfinite(loss):
             raise ValueError(f"observed loss for arm {key!r} on layer {layer} is not finite")
         if self._tree_version != self.tree.version:
             self.refresh()
-        self.stats.add(layer, key, float(loss))
+        self.stats.add(layer, key, float(loss) * count, count)
         path = self.tree.path_to(key)
         for node in path:
-            self._node_sum[node.path][layer] += loss
-            self._node_cnt[node.path][layer] += 1
+            self._node_sum[node.path][layer] += loss * count
+            self._node_cnt[node.path][layer] += count
         for node in reversed(path[:-1]):
             self._min_child[node.path][layer] = min(self._bound(c, layer, t) for c in node.children)
 

@@ -11,6 +11,11 @@ set with ``--set key=value`` (see ``treelora.config.LearnerConfig``).
 
 from __future__ import annotations
 
+import os
+
+# OpenMP's default active wait made 2-thread steps 4x slower on a shared CPU (BENCHMARKS.md); set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import ast
 import json

@@ -1,0 +1,416 @@
+"""Simulation scale on this machine: wall time per round and peak memory vs clients; server time vs leaves.
+
+DESIGN.md §6 target: >= 100 clients with a tiny backbone; >= 8 with MiniLM.
+
+    python -m simulations.bench_scale                                 # every part (~10 min on 2 loaded cores)
+    python -m simulations.bench_scale --parts local --tiny-clients 8 32 100 128
+    python -m simulations.bench_scale --parts server --leaves 10 100 1000 10000
+    python -m simulations.bench_scale --parts flwr --flwr-clients 100
+
+Parts (each updates its own section of ``runs/bench/bench_scale.json``):
+
+* ``local``: in-process federations — the real ``ClientApp`` and server loop over ``server.local_grid.LocalGrid``
+  (synchronous, one process: no Ray, no SuperLink) — with ``tiny-bert`` on ``synthetic-text`` (the ``scale``
+  preset: 2 tasks per client, 1 round per task, 2 local steps, ``l1-grad-fd``) for ``--tiny-clients`` clients,
+  and ``minilm`` on WordNet for ``--minilm-clients`` clients (default ``treelora`` with exact ``l1-grad``,
+  2 local steps). Each configuration runs in a fresh subprocess so that its peak RSS is its own. Reported: wall
+  time per round (train phase: every client's message handled in turn), the probe (``query``) and final
+  evaluation phases, the server's own time per round, peak RSS, client state on disk.
+* ``flwr``: one ``python -m simulations.run --preset scale --clients N`` (Flower's simulation engine with Ray and
+  a local SuperLink), timed end to end, skipped (and said so) when another SuperLink already holds its ports.
+* ``server``: server time per round as the global tree grows: synthetic, fully valid MiniLM-shaped reports
+  (12 layers, bf16 adapters, 256-float sketches; ``simulations.bench_common.SynthFed``) are ingested into a real
+  ``server.state.GlobalState`` until it holds N leaves, then ``--server-rounds`` rounds are timed with
+  ``--server-clients`` active clients: ``assignment()`` per client (LCB descent per layer, candidates, shares),
+  ``ingest()`` of each reply (validation, bandit updates; half of the clients finish a task, so leaves are
+  inserted), ``aggregate()`` and the atomic ``checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import simulations.bench_common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from simulations.bench_common import (
+    BENCH_DIR,
+    ROOT,
+    Machine,
+    SynthFed,
+    fmt_bytes,
+    fmt_s,
+    machine_line,
+    md_table,
+    peak_rss_mib,
+    rss_mib,
+    write_json,
+)
+
+TINY = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 1,
+        "local-steps": 2, "batch-size": 8, "train-per-class": 64, "test-per-class": 8, "regularizer": "l1-grad-fd"}
+MINILM = {"stream": "wordnet", "backbone": "minilm", "tasks-per-client": 2, "rounds-per-task": 1, "local-steps": 2,
+          "batch-size": 8, "train-per-class": 16, "test-per-class": 4}
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# ----------------------------------------------------------------------------------------------- local (child)
+def run_local_child(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One in-process federation (called in a fresh subprocess); returns timings and memory."""
+    from client.client_app import app as client_app
+    from client.settings import FedSettings
+    from server.local_grid import LocalGrid
+    from server.loop import run
+
+    work = Path(cfg["work"])
+    rc = dict(cfg["run_config"], **{"out-dir": str(work / "server"), "threads": cfg["threads"]})
+    phases: list[tuple[str, int, float, float]] = []
+
+    class TimedGrid(LocalGrid):
+        def push_messages(self, messages):  # type: ignore[override]
+            messages = list(messages)
+            t0 = time.perf_counter()
+            out = super().push_messages(messages)
+            kind = messages[0].metadata.message_type if messages else "-"
+            phases.append((kind, len(messages), t0, time.perf_counter() - t0))
+            return out
+
+    grid = TimedGrid(client_app, cfg["clients"], run_config=rc, state_dir=str(work / "clients"))
+    fed = FedSettings.from_run_config(rc)
+    rss0 = rss_mib()
+    t0 = time.perf_counter()
+    res = run(grid, fed, progress=False)
+    wall = time.perf_counter() - t0
+    train = [p for p in phases if p[0] == "train"]
+    query = [p for p in phases if p[0] == "query"]
+    evals = [p for p in phases if p[0] == "evaluate"]
+    server_s = [h["server_s"] for h in res["history"]]
+    return {
+        "backbone": rc["backbone"], "clients": cfg["clients"], "rounds": res["rounds"], "errors": len(res["errors"]),
+        "leaves": len(res["leaves"]), "wall_s": wall,
+        "train_phase_s": [p[3] for p in train], "train_msgs": [p[1] for p in train],
+        "query_phase_s": [p[3] for p in query], "eval_phase_s": [p[3] for p in evals],
+        "round_s_median": statistics.median([p[3] for p in train]) if train else None,
+        "per_client_msg_s_median": statistics.median([p[3] / p[1] for p in train]) if train else None,
+        "server_s_per_round": server_s, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": rss0,
+        "client_state_bytes": dir_bytes(work / "clients"), "server_dir_bytes": dir_bytes(work / "server"),
+        "acc_mean": res["metrics"].get("acc", {}).get("mean"),
+        "bytes_up_per_client_round": res["bytes_up_per_client_round"],
+        "run_config": rc,
+    }
+
+
+def run_local(backbone: str, clients: int, args: argparse.Namespace, work: Path, log: Any,
+              as_preset: bool = False) -> dict[str, Any]:
+    rc = dict(TINY if backbone == "tiny-bert" else MINILM)
+    if backbone == "minilm" and args.minilm_regularizer:
+        rc["regularizer"] = args.minilm_regularizer
+    if backbone == "tiny-bert" and not as_preset:
+        # every task's training examples are sharded over *all* clients (client.schedule.shard): with the
+        # preset's 64 examples per class, clients beyond the 64th get an empty shard and reply with an error
+        rc["train-per-class"] = max(int(rc["train-per-class"]), 2 * clients)
+    cfg = {"run_config": rc, "clients": clients, "threads": args.threads,
+           "work": str(work / f"local-{backbone}-{clients}{'-preset' if as_preset else ''}")}
+    cmd = [sys.executable, "-m", "simulations.bench_scale", "--child", json.dumps(cfg)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.child_timeout_s,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
+    if proc.returncode != 0:
+        log(proc.stderr[-3000:])
+        return {"backbone": backbone, "clients": clients, "failed": proc.stderr[-1000:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = time.perf_counter() - t0
+    out["as_preset"] = as_preset
+    log(f"[local {backbone} x{clients}] {out['rounds']} rounds, {out['errors']} errors, round "
+        f"{fmt_s(out['round_s_median'] or float('nan'))}, peak {out['peak_rss_mib']:.0f} MiB, "
+        f"{out['process_wall_s']:.0f}s")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- flwr
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_flwr(clients: int, args: argparse.Namespace, work: Path, log: Any) -> dict[str, Any]:
+    busy = [p for p in (39091, 39093) if port_open(p)]
+    if busy:
+        msg = (f"skipped: ports {busy} are held by another SuperLink (another engineer's flwr run); running "
+               f"beside it would mix the two runs")
+        log(f"[flwr x{clients}] {msg}")
+        return {"clients": clients, "skipped": msg}
+    out = BENCH_DIR / "flwr_scale"
+    home = work / "flwr-home"
+    cmd = [sys.executable, "-m", "simulations.run", "--preset", "scale", "--clients", str(clients),
+           "--methods", "treelora", "--out", str(out), "--flwr-home", str(home)]
+    for item in args.flwr_set:
+        cmd += ["--set", item]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.flwr_timeout_s)
+        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-3000:]
+    except subprocess.TimeoutExpired as exc:
+        rc, tail = "timeout", str(exc)[-2000:]
+        from simulations.run import _superlink_pids, stop_superlink
+
+        stop_superlink(_superlink_pids(home.resolve()))
+    wall = time.perf_counter() - t0
+    row: dict[str, Any] = {"clients": clients, "returncode": rc, "wall_s": wall, "command": " ".join(cmd[1:]),
+                           "extra_run_config": list(args.flwr_set)}
+    res_path = out / "treelora" / "results.json"
+    if rc == 0 and res_path.exists():
+        res = json.loads(res_path.read_text())
+        codes: dict[str, int] = {}
+        for e in res["errors"]:
+            codes[e["reason"][:120]] = codes.get(e["reason"][:120], 0) + 1
+        row.update({"rounds": res["rounds"], "errors": len(res["errors"]), "leaves": len(res["leaves"]),
+                    "error_reasons": codes, "history": res["history"],
+                    "server_s_per_round": [h["server_s"] for h in res["history"]],
+                    "acc_mean": res["metrics"].get("acc", {}).get("mean")})
+    else:
+        row["tail"] = tail
+    log(f"[flwr x{clients}] rc={rc}, {wall:.0f}s")
+    return row
+
+
+# ----------------------------------------------------------------------------------------------- server
+def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str, Any]]:
+    import torch
+
+    from client.settings import FedSettings
+    from treelora.tree import TreeEntry
+
+    shapes = [((8, 384), (384, 8))] * 12  # MiniLM, LoRA r = 8 on query/value of 6 blocks
+    rows = []
+    for n_leaves in args.leaves:
+        d = work / f"server-{n_leaves}"
+        fed = FedSettings(method="treelora", backbone="minilm", out_dir=str(d), local_steps=8)
+        synth = SynthFed(fed, d, shapes, seed=0, clusters=16, model_bytes=4 * 22_713_216)
+        st = synth.state
+        C = args.server_clients
+        clients = [f"c{i}" for i in range(C)]
+        # grow the tree: the first --grow-ingest leaves through the real ingest path (validation, leaf file,
+        # incremental insert and the periodic full rebuild), the rest bulk-loaded + one build (the real path
+        # rebuilds the whole tree every rebuild-every=4 inserts, which takes hours to reach 10^4 leaves)
+        t0 = time.perf_counter()
+        grow_times = []
+        rnd = 1
+        made = 0
+        n_ingest = max(1, min(n_leaves, args.grow_ingest))  # the first report teaches the server the shapes
+        while made < n_ingest:
+            for i, c in enumerate(clients):
+                if made >= n_ingest:
+                    break
+                ctl, arrays = synth.report(c, rnd, finished=True)
+                g0 = time.perf_counter()
+                st.ingest(c if c in st.clients else None, i + 1, rnd, ctl, arrays)
+                grow_times.append(time.perf_counter() - g0)
+                made += 1
+            st._round_adapters = {}
+            rnd += 1
+        ingest_grow_s = time.perf_counter() - t0
+        b0 = time.perf_counter()
+        bulk = 0
+        tree = st.tree
+        while made < n_leaves:
+            for i, c in enumerate(clients):
+                if made >= n_leaves:
+                    break
+                pos = synth.tasks.get(c, 0)
+                key = f"{c}/t{pos}"
+                synth.tasks[c] = pos + 1
+                tree.entries[key] = TreeEntry(key, synth.sketch(hash(key) % synth.clusters), [key], 8.0, None)
+                tree._member_index[key] = key
+                st.leaves[key] = {"key": key, "client_id": c, "task_key": key, "task_index": pos,
+                                  "adapter_file": key.replace("/", "__") + ".safetensors", "num_examples": 64}
+                made += 1
+                bulk += 1
+        if bulk:
+            tree.build()
+        bulk_s = time.perf_counter() - b0
+        st.round = rnd - 1
+        grow_s = time.perf_counter() - t0
+        log(f"[server n={n_leaves}] {n_ingest} leaves ingested in {ingest_grow_s:.1f}s (last inserts "
+            f"{fmt_s(statistics.median(grow_times[-20:]))}), {bulk} bulk-loaded + build in {bulk_s:.1f}s")
+        # timed rounds: every client gets an assignment, replies (half finish a task), aggregate, checkpoint
+        per_round = []
+        for r in range(args.server_rounds):
+            rnd = st.round + 1
+            t_assign = t_ingest = 0.0
+            replies = []
+            for i, c in enumerate(clients):
+                a0 = time.perf_counter()
+                msg, _arrays = st.assignment(c, rnd)
+                t_assign += time.perf_counter() - a0
+                finished = (i + r) % 2 == 0
+                replies.append((c, i + 1, synth.report(c, rnd, finished=finished, pulls=synth.pulls_for(msg))))
+            for c, nid, (ctl, arrays) in replies:
+                i0 = time.perf_counter()
+                st.ingest(c, nid, rnd, ctl, arrays)
+                t_ingest += time.perf_counter() - i0
+            g0 = time.perf_counter()
+            shared = st.aggregate()
+            t_agg = time.perf_counter() - g0
+            st.round = rnd
+            c0 = time.perf_counter()
+            path = st.checkpoint()
+            t_ckpt = time.perf_counter() - c0
+            per_round.append({"assign_s": t_assign, "ingest_s": t_ingest, "aggregate_s": t_agg,
+                              "checkpoint_s": t_ckpt, "checkpoint_bytes": path.stat().st_size,
+                              "server_s": t_assign + t_ingest + t_agg, "shares": shared,
+                              "leaves_after": len(st.leaves)})
+            log(f"[server n={n_leaves}] round {r + 1}: assign {t_assign:.2f}s, ingest {t_ingest:.2f}s, aggregate "
+                f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)})")
+        # the cost hidden in assignment(): bandit refresh after the tree changed
+        b = next(iter(st.bandits.values()))
+        f0 = time.perf_counter()
+        b.refresh()
+        refresh_s = time.perf_counter() - f0
+        rows.append({"leaves": n_leaves, "clients": C, "grow_s": grow_s, "ingested": n_ingest, "bulk_loaded": bulk,
+                     "bulk_build_s": bulk_s, "ingest_grow_s": ingest_grow_s,
+                     "insert_s_last20_median": statistics.median(grow_times[-20:]),
+                     "rounds": per_round, "bandit_refresh_s": refresh_s, "rss_mib": rss_mib(),
+                     "leaf_store_bytes": dir_bytes(d / "leaves") if (d / "leaves").exists() else 0})
+        del synth, st
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--parts", nargs="+", default=["local", "server", "flwr"], choices=["local", "server", "flwr"])
+    ap.add_argument("--tiny-clients", type=int, nargs="*", default=[8, 32, 100, 128])
+    ap.add_argument("--minilm-clients", type=int, nargs="*", default=[8])
+    ap.add_argument("--preset-check", type=int, nargs="*", default=[100],
+                    help="tiny runs with the scale preset's own train-per-class (64), to count rejected replies")
+    ap.add_argument("--minilm-regularizer", default="", help="'' = treelora's default (exact l1-grad)")
+    ap.add_argument("--flwr-clients", type=int, nargs="*", default=[100])
+    ap.add_argument("--flwr-timeout-s", type=int, default=600)
+    ap.add_argument("--flwr-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra run-config for the flwr run (default: the scale preset as is)")
+    ap.add_argument("--leaves", type=int, nargs="*", default=[10, 100, 1000, 10000])
+    ap.add_argument("--server-clients", type=int, default=100, help="active clients per timed server round")
+    ap.add_argument("--server-rounds", type=int, default=2)
+    ap.add_argument("--grow-ingest", type=int, default=400,
+                    help="leaves grown through GlobalState.ingest; the rest are bulk-loaded and built once")
+    ap.add_argument("--child-timeout-s", type=int, default=900)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--name", default="bench_scale")
+    ap.add_argument("--render-only", default=None, metavar="JSON", help="print the tables of an earlier run's JSON")
+    args = ap.parse_args(argv)
+    if args.render_only:
+        print(render(json.loads(Path(args.render_only).read_text())["parts"]))
+        return 0
+    if args.child:
+        import torch
+
+        cfg = json.loads(args.child)
+        torch.set_num_threads(cfg["threads"])
+        print(json.dumps(run_local_child(cfg)))
+        return 0
+    machine = Machine(args.threads)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    tmp = tempfile.TemporaryDirectory(prefix="bench_scale_") if args.work_dir is None else None
+    work = Path(args.work_dir or tmp.name)
+    out_path = Path(args.out or BENCH_DIR) / f"{args.name}.json"
+    payload = json.loads(out_path.read_text()) if out_path.exists() else {"benchmark": "scale", "parts": {}}
+    parts = payload.setdefault("parts", {})
+    if "local" in args.parts:
+        rows = [run_local("tiny-bert", n, args, work, log) for n in args.tiny_clients]
+        rows += [run_local("tiny-bert", n, args, work, log, as_preset=True) for n in args.preset_check]
+        rows += [run_local("minilm", n, args, work, log) for n in args.minilm_clients]
+        parts["local"] = rows
+    if "server" in args.parts:
+        parts["server"] = run_server(args, work, log)
+    if "flwr" in args.parts:
+        new = [run_flwr(n, args, work, log) for n in args.flwr_clients]
+        done = {(x["clients"], tuple(x["extra_run_config"])) for x in new}
+        keep = [r for r in parts.get("flwr", []) if (r["clients"], tuple(r.get("extra_run_config", []))) not in done]
+        parts["flwr"] = keep + new  # one row per (clients, extra run-config)
+    m = machine.finish()
+    for p in args.parts:
+        payload.setdefault("machine_per_part", {})[p] = m
+    payload["machine"] = m
+    md = render(parts)
+    print(f"Machine: {machine_line(m)}\nCommand: `{m['command']}`\n")
+    print(md)
+    payload["table_md"] = md
+    path = write_json(args.name, {**payload, "args_last": vars(args)}, args.out)
+    print(f"\nJSON: {path}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def render(parts: dict[str, Any]) -> str:
+    out = []
+    if parts.get("local"):
+        rows = []
+        for r in parts["local"]:
+            if "failed" in r:
+                rows.append([r["backbone"], r["clients"], "-", "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"])
+                continue
+            tpc = r["run_config"]["train-per-class"]
+            label = f"{r['backbone']}" + (" (preset as is)" if r.get("as_preset") else "")
+            rows.append([label, r["clients"], tpc, f"{r['rounds']} ({r['leaves']} leaves, {r['errors']} rejected)",
+                         " / ".join(fmt_s(x) for x in r["train_phase_s"]),
+                         fmt_s(r["train_phase_s"][-1] / max(r["train_msgs"][-1], 1)),
+                         fmt_s(statistics.median(r["server_s_per_round"])),
+                         fmt_s(sum(r["query_phase_s"])), fmt_s(sum(r["eval_phase_s"])), fmt_s(r["wall_s"]),
+                         f"{r['peak_rss_mib']:.0f} MiB", fmt_bytes(r["client_state_bytes"])])
+        out.append(md_table(["backbone", "clients", "train per class", "rounds",
+                             "wall per round: round 1 (incl. learner build) / round 2", "per client message (last round)",
+                             "server / round", "probes (total)", "final eval", "whole run", "peak RSS",
+                             "client state on disk"], rows))
+    if parts.get("flwr"):
+        rows = []
+        for r in parts["flwr"]:
+            if "skipped" in r:
+                rows.append([r["clients"], "skipped", r["skipped"], "-", "-"])
+            else:
+                rows.append([f"{r['clients']}" + (f" ({' '.join(r['extra_run_config'])})" if r.get("extra_run_config")
+                                                  else " (preset as is)"), r["returncode"], fmt_s(r["wall_s"]),
+                             f"{r.get('rounds', '-')} rounds, {r.get('leaves', '-')} leaves, "
+                             f"{r.get('errors', '-')} rejected",
+                             fmt_s(statistics.median(r["server_s_per_round"])) if r.get("server_s_per_round") else "-"])
+        out.append(md_table(["flwr run clients (tiny-bert, scale preset)", "exit", "wall (end to end)", "result",
+                             "server / round"], rows))
+    if parts.get("server"):
+        rows = []
+        for r in parts["server"]:
+            start = r["leaves"]
+            for k, rd in enumerate(r["rounds"]):
+                rows.append([f"{r['leaves']:,}", r["clients"], f"{k + 1} ({start:,} leaves)", fmt_s(rd["assign_s"]),
+                             fmt_s(rd["ingest_s"]), fmt_s(rd["aggregate_s"]), f"**{fmt_s(rd['server_s'])}**",
+                             fmt_s(rd["checkpoint_s"]), fmt_bytes(rd["checkpoint_bytes"]),
+                             fmt_s(r["bandit_refresh_s"]), f"{r['rss_mib']:.0f} MiB"])
+                start = rd["leaves_after"]
+        out.append(md_table(["leaves grown", "active clients", "timed round", "assignments (all clients)",
+                             "ingest (all replies)", "aggregate", "server / round", "checkpoint", "checkpoint size",
+                             "one bandit refresh (after)", "RSS"], rows))
+    return "\n\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Smoke tests of the benchmark scripts (simulations/bench_*.py) at tiny sizes: each runs end to end, prints its
+markdown table and writes its JSON with the machine record. The figures themselves are in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations import bench_comm, bench_scale, bench_search, bench_sketch, bench_step
+
+
+def _json(path) -> dict:
+    data = json.loads(path.read_text())
+    m = data["machine"]
+    for key in ("date_utc", "nproc", "cpu_model", "torch_threads", "command", "gpu", "loadavg_start"):
+        assert key in m, key
+    return data
+
+
+def test_bench_search_tiny(tmp_path, capsys):
+    rc = bench_search.main([
+        "--sketch-sizes", "40", "--exact-sizes", "20", "--layers", "3", "--p", "64", "--sketch-dim", "16",
+        "--clusters", "4", "--rank", "4", "--steps", "6", "--repeats", "1", "--c", "2", "--inserts", "1",
+        "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| exact | 20 |" in out and "| sketch | 40 |" in out
+    data = _json(tmp_path / "bench_search.json")
+    rows = data["rows"]
+    assert [r["leaves"] for r in rows] == [20, 40]
+    for r in rows:
+        assert r["tree"]["distance_evals_median"] == 3 and r["flat"]["distance_evals_median"] == 3
+        assert r["scan"]["distance_evals_median"] == 3 * r["leaves"]
+        assert 0 <= r["scan"]["hit_rate"] <= 1 and r["build_s"] >= 0
+
+
+def test_bench_sketch_tiny(tmp_path, capsys):
+    rc = bench_sketch.main([
+        "--dims", "16", "64", "--p", "96", "--seeds", "2", "--steps", "2", "--tasks", "1", "--backbone", "tiny-bert",
+        "--stream", "synthetic-text", "--train-per-class", "8", "--batch-size", "4", "--pairs", "10",
+        "--random", "gaussian", "--random-pairs", "10", "--grad-cache", "", "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    assert "| tiny-bert-grad | 16 |" in capsys.readouterr().out
+    data = _json(tmp_path / "bench_sketch.json")
+    assert {(r["vectors"], r["s"]) for r in data["rows"]} == {
+        ("tiny-bert-grad", 16), ("tiny-bert-grad", 64), ("gaussian", 16), ("gaussian", 64)}
+    for r in data["rows"]:
+        assert r["sketch_bytes"] == 4 * r["s"] and 0 <= r["pooled_median"] < 1
+
+
+def test_bench_step_tiny(tmp_path, capsys):
+    rc = bench_step.main([
+        "--backbone", "tiny-bert", "--stream", "synthetic-text", "--variants", "seqlora", "treelora",
+        "treelora-official", "--batch-size", "4", "--max-length", "8", "--task-steps", "1", "--warmup", "0",
+        "--steps", "2", "--breakdown-reps", "1", "--train-per-class", "8", "--threads", "1", "--omp-compare", "0",
+        "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| treelora | eager |" in out and "double backward" in out
+    data = _json(tmp_path / "bench_step.json")
+    by = {r["variant"]: r for r in data["rows"]}
+    assert by["seqlora"]["ratio_to_seqlora"] == pytest.approx(1.0)
+    assert by["treelora"]["reg_s_mean"] > 0  # the regulariser was active after two finished tasks
+
+
+def test_bench_comm_tiny(tmp_path, capsys):
+    rc = bench_comm.main([
+        "--backbones", "tiny-bert", "--measured-backbone", "tiny-bert", "--stream", "synthetic-text",
+        "--methods", "treelora", "--clients", "2", "--local-steps", "1", "--batch-size", "4",
+        "--train-per-class", "8", "--threads", "1", "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    assert "full-model FedAvg" in capsys.readouterr().out
+    data = _json(tmp_path / "bench_comm.json")
+    meas = data["measured"][0]
+    assert meas["errors"] == 0 and meas["client_rounds"] == 8
+    # the bytes counted message by message agree with the server's own accounting
+    assert meas["up_per_client_round"] == pytest.approx(meas["server_reported_up_per_client_round"])
+    built = data["built"][0]
+    assert built["layers"] == 4 and built["references"]["fedavg_lora_fp32"] == 4 * built["lora_params"]
+
+
+def test_bench_scale_tiny(tmp_path, capsys):
+    row = bench_scale.run_local_child({
+        "run_config": dict(bench_scale.TINY, **{"train-per-class": 8, "test-per-class": 2, "local-steps": 1}),
+        "clients": 2, "threads": 1, "work": str(tmp_path / "local")})
+    assert row["rounds"] == 2 and row["errors"] == 0 and row["leaves"] == 4
+    assert row["peak_rss_mib"] > 0 and len(row["train_phase_s"]) == 2
+    rc = bench_scale.main([
+        "--parts", "server", "--leaves", "6", "--server-clients", "3", "--server-rounds", "1", "--grow-ingest", "3",
+        "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    assert "| 6 | 3 | 1 (6 leaves) |" in capsys.readouterr().out
+    data = _json(tmp_path / "bench_scale.json")
+    srv = data["parts"]["server"][0]
+    assert srv["ingested"] == 3 and srv["bulk_loaded"] == 3 and srv["rounds"][0]["leaves_after"] >= 6
+    assert "| 6 |" in bench_scale.render({"server": data["parts"]["server"]})
