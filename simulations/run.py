@@ -26,24 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _superlink_pids(flwr_home: Path) -> set[int]:
-    """PIDs of flower-superlink processes using our FLWR_HOME (the local one ``flwr run`` leaves running)."""
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "flower-superlink" in cmd and str(flwr_home) in cmd:
-            pids.add(int(proc.name))
-    return pids
-
-
-def foreign_superlinks(flwr_home: Path) -> list[str]:
-    """Local simulation SuperLinks of *another* FLWR_HOME: ``flwr run`` would silently submit to them (same
-    fixed ports), and whoever owns them may stop them mid-run."""
+def _superlinks() -> list[tuple[int, str]]:
+    """(pid, command line) of every running flower-superlink process."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -52,9 +36,20 @@ def foreign_superlinks(flwr_home: Path) -> list[str]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "flower-superlink" in cmd and "--simulation" in cmd and str(flwr_home) not in cmd:
-            found.append(f"pid {proc.name}: {cmd.strip()[:160]}")
+        if "flower-superlink" in cmd:
+            found.append((int(proc.name), cmd.strip()))
     return found
+
+
+def _superlink_pids(flwr_home: Path) -> set[int]:
+    """PIDs of flower-superlink processes using our FLWR_HOME (the local one ``flwr run`` leaves running)."""
+    return {pid for pid, cmd in _superlinks() if str(flwr_home) in cmd}
+
+
+def foreign_superlinks(flwr_home: Path) -> list[str]:
+    """Local simulation SuperLinks of *another* FLWR_HOME: ``flwr run`` would silently submit to them (same
+    fixed ports), and whoever owns them may stop them mid-run."""
+    return [f"pid {pid}: {cmd[:160]}" for pid, cmd in _superlinks() if "--simulation" in cmd and str(flwr_home) not in cmd]
 
 
 def stop_superlink(pids: set[int]) -> None:
