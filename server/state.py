@@ -229,6 +229,8 @@ class GlobalState:
             info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
             info.done = True
             return report
+        if not report.task_key.startswith(f"{report.client_id}/"):
+            raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
         if self.fed.method == "local-only":
             return self._ingest_metrics_only(report, node_id, rnd, arrays)
         if not self.num_layers:
@@ -238,45 +240,26 @@ class GlobalState:
             report, arrays, num_layers=self.num_layers, adapter_shapes=self.adapter_shapes,
             sketch_dim=self.fed.sketch_dim, known_leaves=known, expected_round=rnd,
         )
-        if not report.task_key.startswith(f"{report.client_id}/"):
-            raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
         # --- everything validated: apply
-        info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
-        info.node_id = node_id
-        if report.task_key != info.task_key:
-            info.task_key, info.task_index = report.task_key, int(report.task_index)
+        info = self._record_progress(report, node_id)
         if report.pulls and self.tree is not None:
             bandit = self._bandit(report.client_id)
             for pull in report.pulls:
                 bandit.update(pull.layer, pull.leaf, pull.xi_sum / pull.count, max(info.bandit_t, 1), pull.count)
-        info.finished_last = bool(report.task_finished)
         self.privacy.record(report.client_id, sketches=1 + int(report.task_finished), adapters=1)
-        info.examples += int(report.num_examples)
         self.sketches[report.client_id] = [tensors[sketch_name(l)] for l in range(self.num_layers)]
         adapter = {l: {p: tensors[adapter_name(l, p)] for p in ("A", "B")} for l in range(self.num_layers)}
         self._round_adapters[report.client_id] = (adapter, int(report.num_examples))
-        if "model_bytes" in report.metrics:
-            self.model_bytes = int(report.metrics["model_bytes"])
         if report.task_finished:
             self._add_leaf(report, adapter, [tensors[final_name(l)] for l in range(self.num_layers)])
-            row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
-            self.acc_rows.setdefault(report.client_id, []).append(row)
             self.sketches.pop(report.client_id, None)
         return report
 
-    def _ingest_metrics_only(self, report: pb.ClientReport, node_id: int, rnd: int,
-                             arrays: dict[str, np.ndarray]) -> pb.ClientReport:
-        """``local-only``: a report of counts and metrics, no tensors at all."""
-        validate_tensors(arrays, report.manifest, expected={})
-        if report.round != rnd:
-            raise ProtocolError("bad-round", f"report for round {report.round}, expected {rnd}")
-        if not report.task_key.startswith(f"{report.client_id}/"):
-            raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
-        for key, value in report.metrics.items():
-            if not math.isfinite(value):
-                raise ProtocolError("non-finite", f"metric {key!r} is not finite")
+    def _record_progress(self, report: pb.ClientReport, node_id: int) -> ClientInfo:
+        """What every accepted report updates: the client's task, counts, the model size and, at a task's end,
+        its accuracy row."""
         info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
         info.node_id, info.task_key, info.task_index = node_id, report.task_key, int(report.task_index)
         info.finished_last = bool(report.task_finished)
@@ -286,6 +269,18 @@ class GlobalState:
         if report.task_finished:
             row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
             self.acc_rows.setdefault(report.client_id, []).append(row)
+        return info
+
+    def _ingest_metrics_only(self, report: pb.ClientReport, node_id: int, rnd: int,
+                             arrays: dict[str, np.ndarray]) -> pb.ClientReport:
+        """``local-only``: a report of counts and metrics, no tensors at all."""
+        validate_tensors(arrays, report.manifest, expected={})
+        if report.round != rnd:
+            raise ProtocolError("bad-round", f"report for round {report.round}, expected {rnd}")
+        for key, value in report.metrics.items():
+            if not math.isfinite(value):
+                raise ProtocolError("non-finite", f"metric {key!r} is not finite")
+        self._record_progress(report, node_id)
         return report
 
     def _add_leaf(self, report: pb.ClientReport, adapter: dict[int, dict[str, torch.Tensor]],
