@@ -67,7 +67,7 @@ def _stream(name: str, seed: int, train_per_class: int, test_per_class: int) -> 
 _LEARNERS: dict[tuple, tuple[ContinualLearner, dict[str, Any]]] = {}
 
 
-def _learner(fed: FedSettings, device: str | None) -> tuple[ContinualLearner, dict[str, Any]]:
+def _learner(fed: FedSettings, device: str | None, precision: str = "auto") -> tuple[ContinualLearner, dict[str, Any]]:
     """One learner per process and config; each client's state is swapped in and out of it.
 
     Building a learner wraps the backbone with peft (seconds for MiniLM); in simulation one process serves
@@ -76,14 +76,14 @@ def _learner(fed: FedSettings, device: str | None) -> tuple[ContinualLearner, di
     from treelora.backbones import load_backbone
 
     key = (fed.backbone, fed.learner_method, fed.regularizer, fed.lr, fed.head_lr, fed.lam, fed.batch_size,
-           fed.max_length, fed.seed, fed.stream, fed.train_per_class, fed.test_per_class, device)
+           fed.max_length, fed.seed, fed.stream, fed.train_per_class, fed.test_per_class, device, precision)
     if key not in _LEARNERS:
         if fed.threads:
             torch.set_num_threads(fed.threads)
         stream = _stream(fed.stream, fed.seed, fed.train_per_class, fed.test_per_class)
         overrides: dict[str, Any] = dict(
             batch_size=fed.batch_size, max_length=fed.max_length, lr=fed.lr, head_lr=fed.head_lr, lam=fed.lam,
-            seed=fed.seed, progress=False, device=device, rebuild_every=fed.rebuild_every,
+            seed=fed.seed, progress=False, device=device, precision=precision, rebuild_every=fed.rebuild_every,
         )
         if fed.regularizer:
             overrides["regularizer"] = fed.regularizer
@@ -206,7 +206,7 @@ class ClientNode:
         assignment = parse_assignment(control)
         if assignment.client_id and assignment.client_id != self.node.client_id:
             raise ProtocolError("malformed", f"assignment for {assignment.client_id!r} sent to {self.node.client_id!r}")
-        learner, initial = _learner(self.fed, self.node.device)
+        learner, initial = _learner(self.fed, self.node.device, self.node.precision)
         tensors = self._validate(assignment, arrays, learner)
         state = self._load(learner, initial, run_id=assignment.run_id)
         rnd = int(assignment.round)
@@ -272,9 +272,10 @@ class ClientNode:
             out[adapter_name(layer, "A")] = live[layer][: a.numel()].view_as(a).cpu()
             out[adapter_name(layer, "B")] = live[layer][a.numel() :].view_as(b).cpu()
         dp_rng = _secret_generator()
-        current = sketcher.sketch(self._private(learner.signature.value(), dp_rng))
-        for layer in range(L):
-            out[sketch_name(layer)] = current[layer]
+        if self.fed.uses_sketches:
+            current = sketcher.sketch(self._private(learner.signature.value(), dp_rng))
+            for layer in range(L):
+                out[sketch_name(layer)] = current[layer]
         metrics: dict[str, float] = {
             "train_s": train_s,
             "loss": float(np.mean(losses)),
@@ -282,9 +283,10 @@ class ClientNode:
         }
         if last_round_of_task:
             learner.end_task()
-            final = self._private(learner.tree.entries[f"t{pos}"].signature, dp_rng)
-            for layer, s in enumerate(sketcher.sketch(final)):
-                out[final_name(layer)] = s
+            if self.fed.uses_sketches:
+                final = self._private(learner.tree.entries[f"t{pos}"].signature, dp_rng)
+                for layer, s in enumerate(sketcher.sketch(final)):
+                    out[final_name(layer)] = s
             row = {}
             for i in range(pos + 1):
                 done_task = self.stream.tasks[self.schedule.tasks[i]]
@@ -312,7 +314,7 @@ class ClientNode:
         """``query`` action: the sketch of the upcoming task's gradient at the live adapter (one batch), so the
         server can pick a warm-start leaf before the task trains. Nothing is changed on disk."""
         assignment = parse_assignment(control)
-        learner, initial = _learner(self.fed, self.node.device)
+        learner, initial = _learner(self.fed, self.node.device, self.node.precision)
         state = self._load(learner, initial)
         position = self.schedule.position(int(assignment.round))
         if position is None:
@@ -341,7 +343,7 @@ class ClientNode:
     def evaluate(self, control: bytes) -> bytes:
         """``evaluate`` action: score every task this client has finished with its live adapter."""
         assignment = parse_assignment(control)
-        learner, initial = _learner(self.fed, self.node.device)
+        learner, initial = _learner(self.fed, self.node.device, self.node.precision)
         state = self._load(learner, initial)
         keys, accs = [], []
         for local_key in sorted(learner.records, key=lambda k: int(k[1:])):

@@ -45,7 +45,8 @@ class FedSettings:
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
     leaf_size: int = 1
-    rebuild_every: int = 4
+    rebuild_every: int = 4  # inserts between tree rebuilds (clients; the server's minimum)
+    rebuild_growth: float = 0.25  # server: also wait until the tree grew by this fraction since its last rebuild
     eval_every: int = 0  # rounds between global evaluations (0 = only at the end)
     out_dir: str = "runs/federated"
     state_dir: str = ""  # client state root ("" = <out-dir>/clients)
@@ -65,7 +66,7 @@ class FedSettings:
                      "candidates_per_layer", "leaf_size", "rebuild_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise"):
+        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if (self.dp_clip > 0) != (self.dp_noise > 0) or (self.dp_adapter_clip > 0) != (self.dp_adapter_noise > 0):
@@ -76,6 +77,11 @@ class FedSettings:
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
+
+    @property
+    def uses_sketches(self) -> bool:
+        """Whether clients send gradient sketches: only ``treelora`` has a global tree to put them in."""
+        return self.method == "treelora"
 
     @property
     def learner_method(self) -> str:
@@ -115,7 +121,8 @@ class NodeSettings:
     partition_id: int
     num_partitions: int
     state_dir: Path
-    device: str | None = None
+    device: str | None = None  # cpu | cuda | cuda:1 ... (None = cuda when available)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA) | bf16 | fp32
 
     @property
     def client_id(self) -> str:
@@ -134,4 +141,9 @@ class NodeSettings:
             raise ValueError(f"partition-id {pid} is outside 0..{num - 1}")
         root = node_config.get("state-dir") or fed.state_dir or os.path.join(fed.out_dir, "clients")
         device = node_config.get("device") or None
-        return cls(pid, num, Path(str(root)) / f"c{pid}", None if device is None else str(device))
+        precision = str(node_config.get("precision") or "auto")
+        from treelora.config import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"node config precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+        return cls(pid, num, Path(str(root)) / f"c{pid}", None if device is None else str(device), precision)

@@ -511,15 +511,17 @@ def _check_config(num_layers: Any, adapter_shapes: Any, sketch_dim: Any) -> list
 
 
 def expected_report_tensors(*, num_layers: int, adapter_shapes: list[tuple[tuple, tuple]], sketch_dim: int,
-                            task_finished: bool) -> dict[str, tuple[int, ...]]:
-    """The exact tensors a ClientReport carries: adapter.<l>.A/B, sketch.<l> and (finished) final.<l>."""
+                            task_finished: bool, with_sketches: bool = True) -> dict[str, tuple[int, ...]]:
+    """The exact tensors a ClientReport carries: adapter.<l>.A/B, sketch.<l> and (finished) final.<l>; no
+    sketches when ``with_sketches`` is false (``fedavg-lora``: the server has no tree to use them in)."""
     shapes = _check_config(num_layers, adapter_shapes, sketch_dim)
     out: dict[str, tuple[int, ...]] = {}
     for l, (a, b) in enumerate(shapes):
         out[adapter_name(l, "A")] = a
         out[adapter_name(l, "B")] = b
-        out[sketch_name(l)] = (sketch_dim,)
-        if task_finished:
+        if with_sketches:
+            out[sketch_name(l)] = (sketch_dim,)
+        if with_sketches and task_finished:
             out[final_name(l)] = (sketch_dim,)
     return out
 
@@ -527,7 +529,7 @@ def expected_report_tensors(*, num_layers: int, adapter_shapes: list[tuple[tuple
 def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], *, num_layers: int,
                     adapter_shapes: list[tuple[tuple, tuple]], sketch_dim: int, known_leaves: Any,
                     expected_round: int | None = None, expected_client: str | None = None,
-                    max_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> dict[str, torch.Tensor]:
+                    max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, with_sketches: bool = True) -> dict[str, torch.Tensor]:
     """Check a ClientReport (message or bytes) and its arrays; return the decoded float32 tensors.
 
     Checks, in order: version; ``round == expected_round`` (``bad-round``) and ``client_id == expected_client``
@@ -536,7 +538,8 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
     ``known_leaves`` (``unknown-leaf``), ``xi_sum`` finite (``non-finite``) and ≥ 0, ``count > 0``
     (``bad-value``), at most one Pull per (layer, leaf) (``malformed``); then the tensors, exactly
     ``adapter.<l>.A/B`` with ``adapter_shapes[l]``, ``sketch.<l>`` of shape ``(sketch_dim,)`` and, iff
-    ``task_finished``, ``final.<l>`` of shape ``(sketch_dim,)`` (see :func:`validate_tensors`).
+    ``task_finished``, ``final.<l>`` of shape ``(sketch_dim,)`` (see :func:`validate_tensors`); without the
+    two sketch kinds when ``with_sketches`` is false.
 
     ``num_layers``/``adapter_shapes``/``sketch_dim`` are this node's configuration (a bad value there raises
     ValueError/TypeError at once); for any ``report``/``arrays`` only :class:`ProtocolError` is raised.
@@ -581,7 +584,8 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
             raise ProtocolError("malformed", f"{where}: repeated (layer, leaf); sum the steps into one Pull")
         seen.add((pull.layer, pull.leaf))
     expected = expected_report_tensors(num_layers=num_layers, adapter_shapes=adapter_shapes,
-                                       sketch_dim=sketch_dim, task_finished=report.task_finished)
+                                       sketch_dim=sketch_dim, task_finished=report.task_finished,
+                                       with_sketches=with_sketches)
     return validate_tensors(arrays, report.manifest, expected=expected, max_bytes=max_bytes)
 
 

@@ -2,7 +2,9 @@
 
 * **Global tree** over finished (client, task) leaves, in sketch space: a leaf's signature is its final
   per-layer Cauchy sketch, and distances are the median estimator of the L1 distance. Inserted as tasks finish,
-  rebuilt every ``rebuild-every`` inserts.
+  rebuilt after ``max(rebuild-every, rebuild-growth × size at the last build)`` inserts: a small tree is rebuilt
+  as often as a client's, a large one once it has grown by a fixed fraction, so rebuilding costs O(1) builds per
+  insert amortised instead of one O(N) build every 4 inserts.
 * **Bandits**: one :class:`treelora.bandit.TreeLCBBandit` per client, over the global tree, reset when the
   client starts a task (ξ measures distance to the task being trained). Each round the server descends it per
   layer to choose that layer's candidate leaves (never the client's own), and the ξ the client observed for them
@@ -115,13 +117,16 @@ class GlobalState:
         self.errors: list[dict[str, Any]] = []
         self.model_bytes = 0
         self._inserts = 0
+        self._since_build = 0  # inserts since the tree was last rebuilt
+        self._built_size = 0  # leaves at that rebuild
         self._round_adapters: dict[str, tuple[dict[int, dict[str, torch.Tensor]], int]] = {}
         self._sketch = LinearSketch(1, fed.sketch_dim, fed.sketch_kind, fed.sketch_seed)
         self.privacy = ClientPrivacy(fed)
 
     # ------------------------------------------------------------------ tree
     def _distance(self, layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self._sketch.distance(a, b)
+        # every sketch was validated (width, finiteness) when its report arrived; centres are means of those
+        return self._sketch.distance(a, b, checked=False)
 
     def _ensure_tree(self) -> TaskTree:
         if self.tree is None:
@@ -239,6 +244,7 @@ class GlobalState:
         tensors = validate_report(
             report, arrays, num_layers=self.num_layers, adapter_shapes=self.adapter_shapes,
             sketch_dim=self.fed.sketch_dim, known_leaves=known, expected_round=rnd,
+            with_sketches=self.fed.uses_sketches,
         )
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
@@ -248,10 +254,13 @@ class GlobalState:
             bandit = self._bandit(report.client_id)
             for pull in report.pulls:
                 bandit.update(pull.layer, pull.leaf, pull.xi_sum / pull.count, max(info.bandit_t, 1), pull.count)
-        self.privacy.record(report.client_id, sketches=1 + int(report.task_finished), adapters=1)
-        self.sketches[report.client_id] = [tensors[sketch_name(l)] for l in range(self.num_layers)]
+        sketches = (1 + int(report.task_finished)) if self.fed.uses_sketches else 0
+        self.privacy.record(report.client_id, sketches=sketches, adapters=1)
         adapter = {l: {p: tensors[adapter_name(l, p)] for p in ("A", "B")} for l in range(self.num_layers)}
         self._round_adapters[report.client_id] = (adapter, int(report.num_examples))
+        if not self.fed.uses_sketches:  # fedavg-lora: adapters only, no tree
+            return report
+        self.sketches[report.client_id] = [tensors[sketch_name(l)] for l in range(self.num_layers)]
         if report.task_finished:
             self._add_leaf(report, adapter, [tensors[final_name(l)] for l in range(self.num_layers)])
             self.sketches.pop(report.client_id, None)
@@ -288,24 +297,43 @@ class GlobalState:
         self.leaf_dir.mkdir(parents=True, exist_ok=True)
         fname = report.task_key.replace("/", "__") + ".safetensors"
         flat = {f"{l}.{p}": t.contiguous() for l, ab in adapter.items() for p, t in ab.items()}
+        # the leaf's sketch is written once, here, and the checkpoint refers to it instead of rewriting it
+        flat.update({f"sketch.{l}": t.contiguous() for l, t in enumerate(final)})
         tmp = self.leaf_dir / f".{fname}.tmp"
         save_file(flat, str(tmp))
         os.replace(tmp, self.leaf_dir / fname)
         tree = self._ensure_tree()
         self._inserts += 1
-        rebuild = self._inserts % self.fed.rebuild_every == 0
+        self._since_build += 1
+        rebuild = self._since_build >= max(self.fed.rebuild_every, self.fed.rebuild_growth * self._built_size)
         tree.add(report.task_key, final, weight=float(report.num_examples), rebuild=rebuild)
+        if rebuild:
+            self._since_build, self._built_size = 0, len(tree)
         self.leaves[report.task_key] = {
             "key": report.task_key, "client_id": report.client_id, "task_key": report.task_key,
             "task_index": int(report.task_index), "adapter_file": fname, "num_examples": int(report.num_examples),
         }
 
-    def load_leaf_adapter(self, key: str) -> dict[str, torch.Tensor]:
-        """A stored leaf's adapter ({"<l>.A": ..., "<l>.B": ...})."""
+    def _leaf_file(self, key: str) -> dict[str, torch.Tensor]:
         rec = self.leaves.get(key)
         if rec is None:
             raise KeyError(f"unknown leaf {key!r}")
-        return load_file(str(self.leaf_dir / rec["adapter_file"]))
+        path = self.leaf_dir / rec["adapter_file"]
+        if not path.exists():
+            raise FileNotFoundError(f"leaf {key!r}: its file {path} is missing (the leaf store was moved or deleted)")
+        return load_file(str(path))
+
+    def load_leaf_adapter(self, key: str) -> dict[str, torch.Tensor]:
+        """A stored leaf's adapter ({"<l>.A": ..., "<l>.B": ...})."""
+        return {k: v for k, v in self._leaf_file(key).items() if not k.startswith("sketch.")}
+
+    def load_leaf_sketch(self, key: str) -> list[torch.Tensor]:
+        """A stored leaf's final per-layer sketch (its signature in the global tree)."""
+        flat = self._leaf_file(key)
+        names = [f"sketch.{l}" for l in range(self.num_layers)]
+        if any(n not in flat for n in names):
+            raise ValueError(f"leaf {key!r}: its file has no sketch for every one of {self.num_layers} layers")
+        return [flat[n] for n in names]
 
     def ingest_probe(self, client: str, control: bytes, arrays: dict[str, np.ndarray]) -> str:
         """Pick the warm-start leaf for a client about to start a task: its probe sketch located in the tree."""
@@ -366,16 +394,20 @@ class GlobalState:
     def checkpoint(self) -> Path:
         """Atomically write the whole state (tree, bandits, leaves, shares, accounting) to checkpoint.pb."""
         blob = io.BytesIO()
-        torch.save({
-            "tree": None if self.tree is None else self.tree.to_dict(),
-            "shares": self.shares, "sketches": self.sketches,
-        }, blob)
+        tree = None
+        if self.tree is not None:
+            tree = self.tree.to_dict()
+            for entry in tree["entries"]:  # stored once in the leaf's file: refer to it, do not rewrite it
+                if entry["key"] in self.leaves and entry["members"] == [entry["key"]]:
+                    entry["signature"] = None
+        torch.save({"tree": tree, "shares": self.shares, "sketches": self.sketches}, blob)
         meta = {
             "num_layers": self.num_layers, "adapter_shapes": self.adapter_shapes,
             "bandits": {c: b.state() for c, b in self.bandits.items()},
             "clients": {c: asdict(i) for c, i in self.clients.items()},
             "warm": self.warm, "acc_rows": self.acc_rows, "history": self.history, "errors": self.errors,
-            "inserts": self._inserts, "model_bytes": self.model_bytes, "privacy": self.privacy.state_dict(),
+            "inserts": self._inserts, "since_build": self._since_build, "built_size": self._built_size,
+            "model_bytes": self.model_bytes, "privacy": self.privacy.state_dict(),
         }
         msg = pb.Checkpoint(
             version=SCHEMA_VERSION, round=self.round, run_id=self.run_id, tree=blob.getvalue(),
@@ -413,7 +445,11 @@ class GlobalState:
         state.num_layers = meta["num_layers"]
         state.adapter_shapes = [tuple(tuple(s) for s in pair) for pair in meta["adapter_shapes"]]
         blob = torch.load(io.BytesIO(msg.tree), weights_only=False)
+        state.leaves = {r.key: {f.name: getattr(r, f.name) for f in pb.LeafRecord.DESCRIPTOR.fields} for r in msg.leaves}
         if blob["tree"] is not None:
+            for entry in blob["tree"]["entries"]:
+                if entry["signature"] is None:
+                    entry["signature"] = state.load_leaf_sketch(entry["key"])
             state.tree = TaskTree.from_dict(blob["tree"], distance_fn=state._distance)
         state.shares, state.sketches = blob["shares"], blob["sketches"]
         for c, b in meta["bandits"].items():
@@ -422,8 +458,9 @@ class GlobalState:
         state.warm, state.acc_rows = meta["warm"], meta["acc_rows"]
         state.history, state.errors = meta["history"], meta["errors"]
         state._inserts, state.model_bytes = meta["inserts"], meta["model_bytes"]
+        state._since_build = meta.get("since_build", meta["inserts"] % fed.rebuild_every)
+        state._built_size = meta.get("built_size", 0)
         state.privacy.load_state_dict(meta.get("privacy", {}))
-        state.leaves = {r.key: {f.name: getattr(r, f.name) for f in pb.LeafRecord.DESCRIPTOR.fields} for r in msg.leaves}
         return state
 
     # ------------------------------------------------------------------ results

@@ -130,8 +130,7 @@ class _LCBBase:
         self.refresh()
 
     def refresh(self) -> None:  # overridden where caches exist
-        for key in self.tree.entries:
-            self.stats.ensure(key)
+        """Statistics are kept for pulled arms only (an arm without them is unpulled), so nothing to do here."""
 
     def select_all(self, t: int) -> list[str | None]:
         """One arm per layer (None while the tree is empty)."""
@@ -182,7 +181,12 @@ class TreeLCBBandit(_LCBBase):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-derive node statistics and cached bounds from the arm statistics after the tree changed."""
+        """Re-derive node statistics and cached bounds after the tree changed.
+
+        Sparse: only nodes above a pulled arm carry statistics (a node with none has n = 0 and, as every arm below
+        it is unpulled, a child-bound of −∞), so this costs O(pulled arms × depth), not O(tree): a server holding
+        10^5 leaves refreshes a client's bandit in microseconds.
+        """
         super().refresh()
         self.stats.absorb_merges(self.tree)
         L = self.tree.num_layers
@@ -190,19 +194,26 @@ class TreeLCBBandit(_LCBBase):
         self._tree_version = self.tree.version
         if self.tree.root is None:
             return
-        for node in reversed(self.tree.nodes()):  # children before parents
-            s, n = np.zeros(L), np.zeros(L)
-            for k in node.keys:
-                s += self.stats.sum[k]
-                n += self.stats.cnt[k]
-            self._node_sum[node.path], self._node_cnt[node.path] = s, n
+        touched: dict[str, Node] = {}
+        for key, cnt in self.stats.cnt.items():
+            if key not in self.tree.entries or not cnt.any():
+                continue
+            for node in self.tree.path_to(key):
+                if node.path not in touched:
+                    touched[node.path] = node
+                    self._node_sum[node.path], self._node_cnt[node.path] = np.zeros(L), np.zeros(L)
+                self._node_sum[node.path] += self.stats.sum[key]
+                self._node_cnt[node.path] += cnt
+        for path in sorted(touched, key=len, reverse=True):  # children before parents
+            node = touched[path]
             if not node.is_leaf:
-                self._min_child[node.path] = np.array(
+                self._min_child[path] = np.array(
                     [min(self._bound(c, layer, 2) for c in node.children) for layer in range(L)]
                 )
 
     def _own_bound(self, node: Node, layer: int, t: int) -> float:
-        n = self._node_cnt[node.path][layer]
+        cnt = self._node_cnt.get(node.path)
+        n = 0.0 if cnt is None else cnt[layer]
         if n == 0:
             return -math.inf
         mean = self._node_sum[node.path][layer] / n / self.stats.scale(layer)
@@ -212,7 +223,10 @@ class TreeLCBBandit(_LCBBase):
         self.work += 1
         if node.is_leaf:
             return min(self.arm_lcb(layer, k, t) for k in node.keys)
-        return max(self._own_bound(node, layer, t), float(self._min_child[node.path][layer]))
+        below = self._min_child.get(node.path)
+        if below is None:  # no pulled arm below this node
+            return -math.inf
+        return max(self._own_bound(node, layer, t), float(below[layer]))
 
     def select(self, layer: int, t: int, allowed: Callable[[str], bool] | None = None) -> str | None:
         """Descend by smallest child bound. ``allowed`` restricts the arms (a federated client never gets its own
@@ -241,10 +255,15 @@ class TreeLCBBandit(_LCBBase):
             self.refresh()
         self.stats.add(layer, key, float(loss) * count, count)
         path = self.tree.path_to(key)
+        L = self.tree.num_layers
         for node in path:
+            if node.path not in self._node_cnt:
+                self._node_sum[node.path], self._node_cnt[node.path] = np.zeros(L), np.zeros(L)
             self._node_sum[node.path][layer] += loss * count
             self._node_cnt[node.path][layer] += count
         for node in reversed(path[:-1]):
+            if node.path not in self._min_child:
+                self._min_child[node.path] = np.full(L, -math.inf)
             self._min_child[node.path][layer] = min(self._bound(c, layer, t) for c in node.children)
 
 

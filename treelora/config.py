@@ -19,6 +19,8 @@ SELECTORS = ("tree-lcb", "flat-lcb", "official-softmax", "none")
 REGULARIZERS = ("l1-grad", "l1-grad-fd", "official", "none")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
 @dataclass
 class LearnerConfig:
     """Hyper-parameters of one continual-learning run (units in the comments)."""
@@ -68,6 +70,7 @@ class LearnerConfig:
     # --- run ---
     seed: int = 0
     device: str | None = None  # None = cuda if available else cpu
+    precision: str = "auto"  # autocast: "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" (on any device) | "fp32"
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     progress: bool = True
 
@@ -88,6 +91,8 @@ class LearnerConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.l1_reduction not in ("sum", "mean"):
             raise ValueError(f"l1_reduction={self.l1_reduction!r} is not one of sum, mean")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.lm_mode not in ("generate", "head"):
             raise ValueError(f"lm_mode={self.lm_mode!r} is not one of generate, head")
         positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every")

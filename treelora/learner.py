@@ -200,10 +200,16 @@ class ContinualLearner:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 when the forward passes run under autocast (``precision``), else None (fp32)."""
+        p = self.cfg.precision
+        return torch.bfloat16 if p == "bf16" or (p == "auto" and self.device.type == "cuda") else None
+
     def _autocast(self) -> Any:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        # adapters, head and optimiser state stay fp32; autocast runs matmuls in bf16 (incl. the double backward)
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def encode(self, examples: Iterable[Any]) -> dict[str, torch.Tensor]:
         """Tensors for a list of :class:`treelora.streams.Example`."""

@@ -222,7 +222,12 @@ class TaskTree:
         if not self._is_leaf_set(node.keys, node.depth):
             rebuilt = self._build_l1(node.keys, node.depth, node.path)
             node.children, node.center, node.threshold = rebuilt.children, rebuilt.center, rebuilt.threshold
-        self._reindex()
+        # only the reached leaf (now perhaps a small subtree) changed: index it alone, O(leaf size) not O(tree)
+        for sub in node.walk():
+            if sub.is_leaf:
+                for k in sub.keys:
+                    self._leaf_index[k] = sub
+        self.version += 1
 
     def _reindex(self) -> None:
         self._leaf_index = {}
@@ -259,8 +264,9 @@ class TaskTree:
         return max((n.depth for n in self.leaves()), default=0)
 
     def path_to(self, task_key: str) -> list[Node]:
-        """Nodes from the root to the leaf holding ``task_key`` (or the entry that absorbed it)."""
-        leaf = self._leaf_index[self.entry_of(task_key).key]
+        """Nodes from the root to the leaf holding ``task_key``: an entry key, or an original task (then the
+        entry that absorbed it)."""
+        leaf = self._leaf_index[task_key if task_key in self.entries else self.entry_of(task_key).key]
         out, node = [], self.root
         assert node is not None
         for step in leaf.path:

@@ -9,6 +9,7 @@
 #                   restarted node continues its stream from it.
 #   DEVICE          cpu | cuda | cuda:1 ... (default: cuda when available, else cpu); on CUDA the learner trains
 #                   under bf16 autocast.
+#   env PRECISION   auto (bf16 autocast on CUDA, fp32 on CPU; default) | bf16 (also on CPU) | fp32
 #   env NODE_KEY    the node's private key (default $KEYS/edge<PARTITION_ID>; its .pub must be registered)
 #   env NODE_PORT   the node's local Runtime API port that its SuperExec/ClientApp processes talk to (loopback
 #                   only; default 9094 + PARTITION_ID, Flower's default being 9094 — one per node on a host)
@@ -18,7 +19,7 @@
 #                   to 120 s instead of giving up (default 0: exec flower-supernode once).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-[[ $# -ge 2 ]] || { sed -n 2,20p "$0" >&2; exit 2; }
+[[ $# -ge 2 ]] || { sed -n 2,19p "$0" >&2; exit 2; }
 PID="$1"; NUM="$2"; STATE="${3:-$DEPLOY_DIR/state}"; DEVICE="${4:-}"
 shift $(( $# < 4 ? $# : 4 ))
 NODE_KEY="${NODE_KEY:-$KEYS/edge$PID}"
@@ -28,6 +29,7 @@ mkdir -p "$STATE"
 STATE="$(cd "$STATE" && pwd)"
 node_config="partition-id=$PID num-partitions=$NUM state-dir=\"$STATE\""
 [[ -n "$DEVICE" ]] && node_config+=" device=\"$DEVICE\""
+[[ -n "${PRECISION:-}" ]] && node_config+=" precision=\"$PRECISION\""
 cmd=(flower-supernode
   --superlink "$SUPERLINK_ADDRESS"
   --root-certificates "$(cd "$CERTS" && pwd)/ca.crt"

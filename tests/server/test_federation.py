@@ -127,6 +127,11 @@ def test_fedavg_and_local_only_baselines(tmp_path):
         assert (all(s > 0 for s in shares) if shared else all(s == 0 for s in shares))
         train = [unpack(m.content) for m in grid.sent if m.metadata.message_type == "train"]
         assert all(not any(k.startswith("cand.") for k in arrays) for _, arrays in train)
+        if method == "fedavg-lora":  # no tree: adapters go up, sketches stay home
+            up = [unpack(m.content)[1] for m in grid.received if m.metadata.message_type == "train"]
+            assert up and all(any(k.startswith("adapter.") for k in a) for a in up)
+            assert not any(k.startswith(("sketch.", "final.")) for a in up for k in a)
+            assert not res["leaves"]
 
 
 def test_resume_after_server_crash_loses_nothing(tmp_path):

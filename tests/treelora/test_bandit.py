@@ -104,8 +104,8 @@ def test_state_round_trip_and_merge_absorbs_stats():
     pulls_before = sum(c.sum() for c in bandit.stats.cnt.values())
     tree.merge_to_budget(3)
     bandit.select(0, 51)  # sees the new tree version and refreshes
-    assert len(bandit.stats.cnt.keys() & tree.entries.keys()) == 3
-    assert sum(bandit.stats.cnt[k].sum() for k in tree.entries) == pulls_before
+    assert set(bandit.stats.cnt) <= set(tree.entries)  # merged arms' statistics moved to the merged entry
+    assert sum(bandit.stats.cnt[k].sum() for k in bandit.stats.cnt) == pulls_before
 
 
 def test_official_sampler_formula_and_reset():
@@ -149,3 +149,39 @@ def test_empty_tree_selects_nothing():
     s = OfficialSoftmaxSampler(tree)
     s.start_epoch(5)
     assert s.select_all(1) == [None, None, None]
+
+
+def test_sparse_node_statistics_match_a_full_recount_as_the_tree_changes():
+    """Node statistics live only above pulled arms; after inserts, rebuilds and merges they must still equal the sum
+    over each node's arms, and every node without statistics must have no pulled arm below it."""
+    tree, true = synthetic_problem(n_arms=24, layers=3, seed=4)
+    bandit = TreeLCBBandit(tree, c=0.5, seed=0)
+    g = torch.Generator().manual_seed(9)
+
+    def check():
+        bandit.select(0, 1)  # refreshes if the tree changed since the last call
+        for node in tree.nodes():
+            want = sum((bandit.stats.cnt[k] for k in node.keys if k in bandit.stats.cnt), np.zeros(3))
+            got = bandit._node_cnt.get(node.path, np.zeros(3))
+            np.testing.assert_array_equal(got, want)
+            if not node.is_leaf and not want.any():
+                assert node.path not in bandit._min_child
+
+    run(bandit, true, 30)
+    check()
+    for i in range(6):
+        tree.add(f"n{i}", [torch.randn(16, generator=g) for _ in range(3)], rebuild=(i == 3))
+        run(bandit, true, 5, seed=i)
+        check()
+    tree.merge_to_budget(20)
+    check()
+    assert len(bandit.stats.cnt) < len(tree)  # unpulled arms carry no statistics
+
+
+def test_fresh_bandit_on_a_large_tree_costs_no_bound_computations():
+    tree, _ = synthetic_problem(n_arms=512, layers=4)
+    bandit = TreeLCBBandit(tree, c=0.5)
+    assert bandit.work == 0 and not bandit._node_cnt  # nothing pulled: nothing to derive
+    tree.add("late", [torch.zeros(16)] * 4)
+    bandit.refresh()
+    assert bandit.work == 0

@@ -140,3 +140,29 @@ def test_vision_stream_runs_on_tiny_vit():
     learner = ContinualLearner(load_backbone("tiny-vit"), s.num_classes(), cfg, stream=s)
     res = learner.run_stream(s)
     assert len(res["accuracy_matrix"]) == 2 and res["steps_per_task"] == [2, 2]
+
+
+@pytest.mark.parametrize("method", ["treelora", "seqlora"])
+def test_bf16_autocast_trains_with_fp32_parameters(method, stream):
+    """``precision="bf16"`` is the GPU-node path (CUDA + bf16 autocast) exercised on the CPU: matmuls run in bf16,
+    including treelora's exact double backward, while adapters, head and optimiser state stay fp32."""
+    learner = make(method, stream, precision="bf16")
+    assert learner.autocast_dtype is torch.bfloat16
+    seen: set[torch.dtype] = set()
+    linear = next(m for n, m in learner.model.named_modules() if isinstance(m, torch.nn.Linear) and "query" in n)
+    hook = linear.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+    try:
+        res = learner.run_stream(stream)
+    finally:
+        hook.remove()
+    assert seen == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in learner.model.parameters() if p.requires_grad)
+    assert all(math.isfinite(v) for v in res["metrics"].values())
+    assert res["accuracy_matrix"][0][0] > 0.5  # it learns under bf16 too
+
+
+def test_precision_defaults_to_fp32_on_cpu_and_rejects_unknown_values(stream):
+    assert make("seqlora", stream).autocast_dtype is None  # "auto": bf16 only on CUDA
+    assert make("seqlora", stream, precision="fp32").autocast_dtype is None
+    with pytest.raises(ValueError, match="precision='fp16' is not one of auto, bf16, fp32"):
+        make_config("seqlora", precision="fp16")

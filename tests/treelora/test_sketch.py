@@ -270,3 +270,17 @@ def test_exact_and_relative_error_helpers() -> None:
         exact_l1(torch.randn(3), torch.randn(4))
     with pytest.raises(ValueError, match="NaN"):
         relative_error(torch.tensor([math.nan]), torch.tensor([1.0]))
+
+
+def test_unchecked_distance_equals_checked_and_median_matches_a_full_sort() -> None:
+    for dim in (64, 65):
+        sk = LinearSketch(100, dim, seed=1)
+        a, b = sk.apply(torch.randn(100)), sk.apply(torch.randn(9, 100))
+        torch.testing.assert_close(sk.l1_distance(a, b, checked=False), sk.l1_distance(a, b), rtol=0, atol=0)
+        ordered = torch.sort((a - b).abs(), dim=-1).values
+        mid = dim // 2
+        ref = ordered[..., mid] if dim % 2 else 0.5 * (ordered[..., mid - 1] + ordered[..., mid])
+        torch.testing.assert_close(sk.l1_distance(a, b), ref, rtol=0, atol=0)
+    g = LinearSketch(100, 64, kind="gaussian", seed=1)
+    a, b = g.apply(torch.randn(100)), g.apply(torch.randn(3, 100))
+    torch.testing.assert_close(g.distance(a, b, checked=False), g.distance(a, b), rtol=0, atol=0)

@@ -156,3 +156,18 @@ def test_dot_consecutive_uses_differences():
     left, right = (set(c.keys) for c in tree.root.children)
     assert left == {"t0", "t1", "t3"} and right == {"t2"}
     assert tree.root.threshold == pytest.approx(0.25)
+
+
+def test_incremental_inserts_keep_the_leaf_index_of_a_full_reindex():
+    sigs = random_signatures(40, layers=5, seed=3)
+    tree = TaskTree(5, leaf_size=2)
+    for i, (k, s) in enumerate(sigs.items()):
+        version = tree.version
+        tree.add(k, s, rebuild=(i == 20))
+        assert tree.version > version  # a bandit sees every change
+    incremental = {k: tree.path_to(k)[-1].path for k in sigs}
+    tree._reindex()
+    assert incremental == {k: tree.path_to(k)[-1].path for k in sigs}
+    for k in sigs:
+        leaf = tree.path_to(k)[-1]
+        assert leaf.is_leaf and k in leaf.keys

@@ -1,0 +1,78 @@
+"""GlobalState at many leaves, driven by synthetic but fully valid reports (no training): checkpoint contents,
+resume, and the rebuild schedule of the global tree."""
+
+import io
+
+import pytest
+import torch
+
+from client.settings import FedSettings
+from protos.wire import parse_checkpoint
+from server.state import CHECKPOINT, GlobalState
+from simulations.bench_common import SynthFed
+from treelora.tree import TaskTree
+
+SHAPES = [((2, 8), (8, 2))] * 3
+
+
+def grown(tmp_path, leaves: int, clients: int = 5) -> tuple[FedSettings, SynthFed]:
+    fed = FedSettings(method="treelora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32)
+    synth = SynthFed(fed, tmp_path, SHAPES, seed=0, clusters=4)
+    made, rnd = 0, 1
+    while made < leaves:
+        for i in range(clients):
+            if made == leaves:
+                break
+            c = f"c{i}"
+            ctl, arrays = synth.report(c, rnd, finished=True)
+            synth.state.ingest(c if c in synth.state.clients else None, i + 1, rnd, ctl, arrays)
+            made += 1
+        synth.state._round_adapters = {}
+        synth.state.round = rnd
+        rnd += 1
+    return fed, synth
+
+
+def test_checkpoint_refers_to_leaf_sketches_and_resume_restores_the_tree_exactly(tmp_path):
+    fed, synth = grown(tmp_path, 23)
+    state = synth.state
+    state.checkpoint()
+    msg = parse_checkpoint((tmp_path / CHECKPOINT).read_bytes())
+    blob = torch.load(io.BytesIO(msg.tree), weights_only=False)
+    assert len(blob["tree"]["entries"]) == 23
+    assert all(e["signature"] is None for e in blob["tree"]["entries"])  # each lives once, in its leaf's file
+    back = GlobalState.resume(FedSettings(**{**fed.__dict__, "resume": True}), tmp_path)
+    a, b = state.tree.to_dict(), back.tree.to_dict()
+    assert a["root"].keys() == b["root"].keys() and back.tree.render() == state.tree.render()
+    for ea, eb in zip(a["entries"], b["entries"]):
+        assert ea["key"] == eb["key"]
+        for x, y in zip(ea["signature"], eb["signature"]):
+            assert torch.equal(x, y)
+    assert (back._since_build, back._built_size) == (state._since_build, state._built_size)
+    assert all(torch.equal(back.tree.node_at(n.path).center, n.center)
+               for n in state.tree.nodes() if n.center is not None)
+
+
+def test_resume_names_a_missing_leaf_file(tmp_path):
+    fed, synth = grown(tmp_path, 6)
+    synth.state.checkpoint()
+    (tmp_path / "leaves" / "c2__t0.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="c2/t0"):
+        GlobalState.resume(FedSettings(**{**fed.__dict__, "resume": True}), tmp_path)
+
+
+def test_global_tree_rebuilds_geometrically_not_every_few_inserts(tmp_path, monkeypatch):
+    builds = []
+    original = TaskTree.build
+
+    def counting_build(self):
+        builds.append(len(self.entries))
+        original(self)
+
+    monkeypatch.setattr(TaskTree, "build", counting_build)
+    grown(tmp_path, 200, clients=10)
+    rebuilds = builds[1:]  # the first insert builds the one-leaf tree
+    assert rebuilds[:4] == [4, 8, 12, 16]  # a small tree: every rebuild-every = 4 inserts, as on a client
+    for before, after in zip(rebuilds, rebuilds[1:]):
+        assert after - before >= max(4, 0.25 * before)
+    assert len(rebuilds) <= 16  # every 4 inserts would be 50
