@@ -185,7 +185,7 @@ class TreeLCBBandit(_LCBBase):
 
         Sparse: only nodes above a pulled arm carry statistics (a node with none has n = 0 and, as every arm below
         it is unpulled, a child-bound of −∞), so this costs O(pulled arms × depth), not O(tree): a server holding
-        10^5 leaves refreshes a client's bandit in microseconds.
+        10^5 leaves refreshes a client's bandit in milliseconds. Bounds are recomputed for all layers at once.
         """
         super().refresh()
         self.stats.absorb_merges(self.tree)
@@ -204,12 +204,41 @@ class TreeLCBBandit(_LCBBase):
                     self._node_sum[node.path], self._node_cnt[node.path] = np.zeros(L), np.zeros(L)
                 self._node_sum[node.path] += self.stats.sum[key]
                 self._node_cnt[node.path] += cnt
+        scale = np.array([self.stats.scale(layer) for layer in range(L)])
         for path in sorted(touched, key=len, reverse=True):  # children before parents
             node = touched[path]
             if not node.is_leaf:
-                self._min_child[path] = np.array(
-                    [min(self._bound(c, layer, 2) for c in node.children) for layer in range(L)]
-                )
+                self._min_child[path] = np.minimum.reduce([self._bounds(c, 2, scale) for c in node.children])
+
+    def _bounds(self, node: Node, t: int, scale: np.ndarray) -> np.ndarray:
+        """:meth:`_bound` for every layer at once (the same float operations, so the same values)."""
+        L = self.tree.num_layers
+        log_t = math.log(max(t, 2))
+        if node.is_leaf:
+            out = np.full(L, math.inf)
+            for k in node.keys:
+                cnt = self.stats.cnt.get(k)
+                if cnt is None or not cnt.all():
+                    lcb = np.full(L, -math.inf)
+                    if cnt is None:
+                        return lcb
+                    pulled = cnt > 0
+                    n = cnt[pulled]
+                    lcb[pulled] = self.stats.sum[k][pulled] / n / scale[pulled] - self.c * np.sqrt(log_t / n)
+                else:
+                    lcb = self.stats.sum[k] / cnt / scale - self.c * np.sqrt(log_t / cnt)
+                np.minimum(out, lcb, out=out)
+            return out
+        below = self._min_child.get(node.path)
+        if below is None:
+            return np.full(L, -math.inf)
+        own = np.full(L, -math.inf)
+        n = self._node_cnt[node.path]
+        pulled = n > 0
+        m = n[pulled]
+        own[pulled] = (self._node_sum[node.path][pulled] / m / scale[pulled] - self.c * np.sqrt(log_t / m)
+                       - self.delta * self.delta_decay**node.depth)
+        return np.maximum(own, below)
 
     def _own_bound(self, node: Node, layer: int, t: int) -> float:
         cnt = self._node_cnt.get(node.path)

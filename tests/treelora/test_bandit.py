@@ -166,6 +166,9 @@ def test_sparse_node_statistics_match_a_full_recount_as_the_tree_changes():
             np.testing.assert_array_equal(got, want)
             if not node.is_leaf and not want.any():
                 assert node.path not in bandit._min_child
+        scale = np.array([bandit.stats.scale(layer) for layer in range(3)])
+        for node in tree.nodes():  # the all-layers bound used by refresh() is the per-layer bound, exactly
+            np.testing.assert_array_equal(bandit._bounds(node, 7, scale), [bandit._bound(node, l, 7) for l in range(3)])
 
     run(bandit, true, 30)
     check()
