@@ -75,7 +75,7 @@ def _learner(fed: FedSettings, device: str | None, precision: str = "auto") -> t
     """
     from treelora.backbones import load_backbone
 
-    key = (fed.backbone, fed.learner_method, fed.regularizer, fed.lr, fed.head_lr, fed.lam, fed.batch_size,
+    key = (fed.backbone, fed.learner_method, fed.regularizer, fed.l1_reduction, fed.lr, fed.head_lr, fed.lam, fed.batch_size,
            fed.max_length, fed.seed, fed.stream, fed.train_per_class, fed.test_per_class, device, precision)
     if key not in _LEARNERS:
         if fed.threads:
@@ -87,6 +87,8 @@ def _learner(fed: FedSettings, device: str | None, precision: str = "auto") -> t
         )
         if fed.regularizer:
             overrides["regularizer"] = fed.regularizer
+        if fed.l1_reduction:
+            overrides["l1_reduction"] = fed.l1_reduction
         cfg = make_config(fed.learner_method, **overrides)
         attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
         backbone = load_backbone(fed.backbone, seed=fed.seed, attn_implementation=attn, device=device)

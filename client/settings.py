@@ -34,6 +34,7 @@ class FedSettings:
     head_lr: float = 1e-2
     lam: float = 0.5
     regularizer: str = ""  # "" = the local method's default
+    l1_reduction: str = ""  # l1-grad's L1 over a layer: "" = the learner's default (sum, as in the paper) | sum | mean
     train_per_class: int = 64
     test_per_class: int = 16
     seed: int = 0
@@ -73,6 +74,8 @@ class FedSettings:
             raise ValueError("differential privacy needs both a clip and a noise multiplier (or neither)")
         if not 0 < self.dp_delta < 1:
             raise ValueError(f"dp-delta must be in (0, 1), got {self.dp_delta}")
+        if self.l1_reduction not in ("", "sum", "mean"):
+            raise ValueError(f"l1-reduction must be sum or mean (or empty), got {self.l1_reduction!r}")
         if self.sketch_kind not in ("cauchy", "gaussian"):
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):

@@ -117,9 +117,14 @@ def run_local(backbone: str, clients: int, args: argparse.Namespace, work: Path,
     rc = dict(TINY if backbone == "tiny-bert" else MINILM)
     if backbone == "minilm" and args.minilm_regularizer:
         rc["regularizer"] = args.minilm_regularizer
-    if backbone == "tiny-bert" and not as_preset:
-        # every task's training examples are sharded over *all* clients (client.schedule.shard): with the
-        # preset's 64 examples per class, clients beyond the 64th get an empty shard and reply with an error
+    if backbone == "tiny-bert" and as_preset:
+        import tomllib
+
+        preset = tomllib.loads((ROOT / "simulations" / "scale.toml").read_text())
+        rc["train-per-class"] = int(preset["train-per-class"])
+    elif backbone == "tiny-bert":
+        # a task's training examples are sharded over the clients that hold it (client.schedule.shard): with too
+        # few examples per class some clients get an empty shard and reply with an error
         rc["train-per-class"] = max(int(rc["train-per-class"]), 2 * clients)
     cfg = {"run_config": rc, "clients": clients, "threads": args.threads,
            "work": str(work / f"local-{backbone}-{clients}{'-preset' if as_preset else ''}")}
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny-clients", type=int, nargs="*", default=[8, 32, 100, 128])
     ap.add_argument("--minilm-clients", type=int, nargs="*", default=[8])
     ap.add_argument("--preset-check", type=int, nargs="*", default=[100],
-                    help="tiny runs with the scale preset's own train-per-class (64), to count rejected replies")
+                    help="tiny runs with simulations/scale.toml's own train-per-class, to count rejected replies")
     ap.add_argument("--minilm-regularizer", default="", help="'' = treelora's default (exact l1-grad)")
     ap.add_argument("--flwr-clients", type=int, nargs="*", default=[100])
     ap.add_argument("--flwr-timeout-s", type=int, default=600)

@@ -14,6 +14,8 @@ def test_run_config_parses_types_and_names_unknown_keys():
         FedSettings.from_run_config({"local_step": 4})
     with pytest.raises(ValueError, match="rebuild-growth must be >= 0"):
         FedSettings(rebuild_growth=-1.0)
+    with pytest.raises(ValueError, match="l1-reduction must be sum or mean"):
+        FedSettings.from_run_config({"l1-reduction": "max"})
     assert FedSettings(method="treelora").uses_sketches and not FedSettings(method="fedavg-lora").uses_sketches
 
 
