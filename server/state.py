@@ -301,6 +301,8 @@ class GlobalState:
         flat.update({f"sketch.{l}": t.contiguous() for l, t in enumerate(final)})
         tmp = self.leaf_dir / f".{fname}.tmp"
         save_file(flat, str(tmp))
+        with open(tmp, "rb+") as f:  # durable before any checkpoint refers to it
+            os.fsync(f.fileno())
         os.replace(tmp, self.leaf_dir / fname)
         tree = self._ensure_tree()
         self._inserts += 1

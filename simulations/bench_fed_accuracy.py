@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     preset = tomllib.loads((ROOT / "simulations" / f"{args.preset}.toml").read_text())
     for item in args.set:
-        k, _, v = item.partition("=")
-        preset[k] = tomllib.loads(f"v = {v}")["v"]
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            p.error(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            preset[k] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:  # a bare word: a string (l1-reduction=mean)
+            preset[k] = v
     out = Path(args.out)
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:
