@@ -323,7 +323,10 @@ class GlobalState:
         path = self.leaf_dir / rec["adapter_file"]
         if not path.exists():
             raise FileNotFoundError(f"leaf {key!r}: its file {path} is missing (the leaf store was moved or deleted)")
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types on a truncated or garbled file
+            raise ValueError(f"leaf {key!r}: its file {path} cannot be read ({exc})") from exc
 
     def load_leaf_adapter(self, key: str) -> dict[str, torch.Tensor]:
         """A stored leaf's adapter ({"<l>.A": ..., "<l>.B": ...})."""

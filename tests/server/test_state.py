@@ -61,6 +61,15 @@ def test_resume_names_a_missing_leaf_file(tmp_path):
         GlobalState.resume(FedSettings(**{**fed.__dict__, "resume": True}), tmp_path)
 
 
+def test_resume_names_an_unreadable_leaf_file(tmp_path):
+    fed, synth = grown(tmp_path, 6)
+    synth.state.checkpoint()
+    path = tmp_path / "leaves" / "c1__t0.safetensors"
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(ValueError, match="c1/t0.*cannot be read"):
+        GlobalState.resume(FedSettings(**{**fed.__dict__, "resume": True}), tmp_path)
+
+
 def test_global_tree_rebuilds_geometrically_not_every_few_inserts(tmp_path, monkeypatch):
     builds = []
     original = TaskTree.build
