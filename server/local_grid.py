@@ -29,12 +29,14 @@ class LocalGrid(Grid):
         run_config: dict[str, Any],
         state_dir: str,
         tamper: Callable[[int, Message], Message | None] | None = None,
+        node_config: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         self.client_app = client_app
         self.nodes = list(range(1, num_nodes + 1))
         self.run_config = run_config
         self.state_dir = state_dir
         self.tamper = tamper
+        self.node_config = node_config or {}  # extra node-config keys per node id (device, precision, ...)
         self.down: set[int] = set()  # nodes that do not answer
         self._run = Run.create_empty(run_id=1) if hasattr(Run, "create_empty") else None
         self._replies: dict[str, Message] = {}
@@ -58,7 +60,8 @@ class LocalGrid(Grid):
         return list(self.nodes)
 
     def context(self, node_id: int) -> Context:
-        node_config = {"partition-id": node_id - 1, "num-partitions": len(self.nodes), "state-dir": self.state_dir}
+        node_config = {"partition-id": node_id - 1, "num-partitions": len(self.nodes), "state-dir": self.state_dir,
+                       **self.node_config.get(node_id, {})}
         return Context(run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(),
                        run_config=dict(self.run_config))
 

@@ -219,3 +219,17 @@ def test_a_new_run_does_not_reuse_another_runs_client_state(tmp_path):
     reply = client_app(Message(pack(b, arrays), dst_node_id=1, message_type="train", group_id="1"), grid.context(1))
     unpack(reply.content)  # not a stale replay of run-a's reply: a fresh round 1
     assert (tmp_path / "clients" / "c0" / "state.run-run-a.pt").exists()
+
+
+def test_node_config_precision_reaches_the_learner(tmp_path):
+    """A GPU node's ``precision`` (here bf16 autocast on the CPU) travels from the node config to its learner."""
+    from client import node as client_node
+
+    rc = dict(BASE, **{"out-dir": str(tmp_path / "server"), "num-rounds": 1})
+    grid = LocalGrid(client_app, 2, run_config=rc, state_dir=str(tmp_path / "clients"),
+                     node_config={2: {"precision": "bf16", "device": "cpu"}})
+    res = run(grid, FedSettings.from_run_config(rc), progress=False)
+    assert res["rounds"] == 1 and not res["errors"]
+    used = {key[-2:]: learner.autocast_dtype for key, (learner, _) in client_node._LEARNERS.items()
+            if key[0] == "tiny-bert"}
+    assert used[(None, "auto")] is None and used[("cpu", "bf16")] is torch.bfloat16
