@@ -75,8 +75,9 @@ def _learner(fed: FedSettings, device: str | None, precision: str = "auto") -> t
     """
     from treelora.backbones import load_backbone
 
-    key = (fed.backbone, fed.learner_method, fed.regularizer, fed.l1_reduction, fed.lr, fed.head_lr, fed.lam, fed.batch_size,
-           fed.max_length, fed.seed, fed.stream, fed.train_per_class, fed.test_per_class, device, precision)
+    key = (fed.backbone, fed.learner_method, fed.regularizer, fed.l1_reduction, fed.lr, fed.head_lr, fed.lam,
+           fed.batch_size, fed.max_length, fed.seed, fed.stream, fed.train_per_class, fed.test_per_class, device,
+           precision)
     if key not in _LEARNERS:
         if fed.threads:
             torch.set_num_threads(fed.threads)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from treelora.config import PRECISIONS
+
 FED_METHODS = ("treelora", "fedavg-lora", "local-only")
 
 
@@ -145,8 +147,6 @@ class NodeSettings:
         root = node_config.get("state-dir") or fed.state_dir or os.path.join(fed.out_dir, "clients")
         device = node_config.get("device") or None
         precision = str(node_config.get("precision") or "auto")
-        from treelora.config import PRECISIONS
-
         if precision not in PRECISIONS:
             raise ValueError(f"node config precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         return cls(pid, num, Path(str(root)) / f"c{pid}", None if device is None else str(device), precision)
