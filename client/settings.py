@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from treelora.config import PRECISIONS
+from treelora.config import L1_REDUCTIONS, PRECISIONS
 
 FED_METHODS = ("treelora", "fedavg-lora", "local-only")
 
@@ -76,8 +76,8 @@ class FedSettings:
             raise ValueError("differential privacy needs both a clip and a noise multiplier (or neither)")
         if not 0 < self.dp_delta < 1:
             raise ValueError(f"dp-delta must be in (0, 1), got {self.dp_delta}")
-        if self.l1_reduction not in ("", "sum", "mean"):
-            raise ValueError(f"l1-reduction must be sum or mean (or empty), got {self.l1_reduction!r}")
+        if self.l1_reduction and self.l1_reduction not in L1_REDUCTIONS:
+            raise ValueError(f"l1-reduction must be {' or '.join(L1_REDUCTIONS)} (or empty), got {self.l1_reduction!r}")
         if self.sketch_kind not in ("cauchy", "gaussian"):
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,6 @@ def run_local(backbone: str, clients: int, args: argparse.Namespace, work: Path,
     if backbone == "minilm" and args.minilm_regularizer:
         rc["regularizer"] = args.minilm_regularizer
     if backbone == "tiny-bert" and as_preset:
-        import tomllib
-
         preset = tomllib.loads((ROOT / "simulations" / "scale.toml").read_text())
         rc["train-per-class"] = int(preset["train-per-class"])
     elif backbone == "tiny-bert":

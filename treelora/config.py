@@ -20,6 +20,7 @@ REGULARIZERS = ("l1-grad", "l1-grad-fd", "official", "none")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+L1_REDUCTIONS = ("sum", "mean")
 
 @dataclass
 class LearnerConfig:
@@ -89,8 +90,8 @@ class LearnerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.l1_reduction not in ("sum", "mean"):
-            raise ValueError(f"l1_reduction={self.l1_reduction!r} is not one of sum, mean")
+        if self.l1_reduction not in L1_REDUCTIONS:
+            raise ValueError(f"l1_reduction={self.l1_reduction!r} is not one of {', '.join(L1_REDUCTIONS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.lm_mode not in ("generate", "head"):

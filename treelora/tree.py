@@ -222,20 +222,19 @@ class TaskTree:
         if not self._is_leaf_set(node.keys, node.depth):
             rebuilt = self._build_l1(node.keys, node.depth, node.path)
             node.children, node.center, node.threshold = rebuilt.children, rebuilt.center, rebuilt.threshold
-        # only the reached leaf (now perhaps a small subtree) changed: index it alone, O(leaf size) not O(tree)
-        for sub in node.walk():
-            if sub.is_leaf:
-                for k in sub.keys:
-                    self._leaf_index[k] = sub
+        self._index(node)  # only the reached leaf (now perhaps a small subtree) changed: O(leaf size), not O(tree)
         self.version += 1
+
+    def _index(self, subtree: Node) -> None:
+        for node in subtree.walk():
+            if node.is_leaf:
+                for k in node.keys:
+                    self._leaf_index[k] = node
 
     def _reindex(self) -> None:
         self._leaf_index = {}
         if self.root is not None:
-            for node in self.root.walk():
-                if node.is_leaf:
-                    for k in node.keys:
-                        self._leaf_index[k] = node
+            self._index(self.root)
         self.version += 1
 
     # ------------------------------------------------------------------ queries
