@@ -210,7 +210,8 @@ class GlobalState:
                 and not info.done and self.tree is not None and len(self.tree) > 0)
 
     # ------------------------------------------------------------------ incoming
-    def _learn_shapes(self, report: pb.ClientReport) -> None:
+    def _shapes_of(self, report: pb.ClientReport) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Per-layer (A, B) shapes declared by a report's manifest (trust on first use: learned, once it is valid)."""
         shapes: dict[int, dict[str, tuple[int, ...]]] = {}
         for info in report.manifest:
             parts = info.name.split(".")
@@ -219,8 +220,7 @@ class GlobalState:
         n = len(shapes)
         if n == 0 or sorted(shapes) != list(range(n)) or any(len(v) != 2 for v in shapes.values()):
             raise ProtocolError("missing-tensor", "first report must carry adapter.<l>.A/B for every layer")
-        self.num_layers = n
-        self.adapter_shapes = [(shapes[l]["A"], shapes[l]["B"]) for l in range(n)]
+        return [(shapes[l]["A"], shapes[l]["B"]) for l in range(n)]
 
     def ingest(self, client_hint: str | None, node_id: int, rnd: int, control: bytes,
                arrays: dict[str, np.ndarray]) -> pb.ClientReport:
@@ -238,17 +238,17 @@ class GlobalState:
             raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
         if self.fed.method == "local-only":
             return self._ingest_metrics_only(report, node_id, rnd, arrays)
-        if not self.num_layers:
-            self._learn_shapes(report)
+        adapter_shapes = self.adapter_shapes if self.num_layers else self._shapes_of(report)
         known = set(self.tree.entries) if self.tree is not None else set()
         tensors = validate_report(
-            report, arrays, num_layers=self.num_layers, adapter_shapes=self.adapter_shapes,
+            report, arrays, num_layers=len(adapter_shapes), adapter_shapes=adapter_shapes,
             sketch_dim=self.fed.sketch_dim, known_leaves=known, expected_round=rnd,
             with_sketches=self.fed.uses_sketches,
         )
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
         # --- everything validated: apply
+        self.num_layers, self.adapter_shapes = len(adapter_shapes), adapter_shapes
         info = self._record_progress(report, node_id)
         if report.pulls and self.tree is not None:
             bandit = self._bandit(report.client_id)

@@ -85,3 +85,32 @@ def test_global_tree_rebuilds_geometrically_not_every_few_inserts(tmp_path, monk
     for before, after in zip(rebuilds, rebuilds[1:]):
         assert after - before >= max(4, 0.25 * before)
     assert len(rebuilds) <= 16  # every 4 inserts would be 50
+
+
+def test_fedavg_server_rejects_a_report_carrying_sketches_and_keeps_its_state(tmp_path):
+    """fedavg-lora clients send adapters only; a report with sketches is a protocol error that changes nothing."""
+    from protos.wire import ProtocolError
+
+    fed = FedSettings(method="fedavg-lora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32)
+    synth = SynthFed(fed, tmp_path, SHAPES, seed=0, clusters=4)
+    ctl, arrays = synth.report("c0", 1, finished=True)  # built like a treelora client's: with sketches
+    with pytest.raises(ProtocolError, match="sketch") as err:
+        synth.state.ingest(None, 1, 1, ctl, arrays)
+    assert err.value.code == "unexpected-tensor"
+    assert not synth.state.clients and not synth.state.leaves and not synth.state._round_adapters
+
+
+def test_a_rejected_first_report_does_not_fix_the_adapter_shapes(tmp_path):
+    """Shapes are trusted on first use only once that first report is valid: a bad one teaches the server nothing."""
+    from protos.wire import ProtocolError
+
+    fed = FedSettings(method="treelora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32)
+    synth = SynthFed(fed, tmp_path, SHAPES, seed=0, clusters=4)
+    ctl, arrays = synth.report("c0", 1, finished=False)
+    arrays = {k: v for k, v in arrays.items() if k != "sketch.0"}  # incomplete
+    with pytest.raises(ProtocolError):
+        synth.state.ingest(None, 1, 1, ctl, arrays)
+    assert synth.state.num_layers == 0 and synth.state.adapter_shapes == []
+    ctl, arrays = synth.report("c0", 1, finished=False)
+    synth.state.ingest(None, 1, 1, ctl, arrays)
+    assert synth.state.num_layers == 3 and synth.state.adapter_shapes == [((2, 8), (8, 2))] * 3
