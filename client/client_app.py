@@ -19,9 +19,11 @@ from flwr.clientapp import ClientApp
 
 from protos.wire import ProtocolError
 
+from treelora.fed.settings import FedSettings
+
 from .node import ClientNode
+from .node_settings import NodeSettings
 from .records import pack, pack_error, unpack
-from .settings import FedSettings, NodeSettings
 
 app = ClientApp()
 log = logging.getLogger("treelora.client")

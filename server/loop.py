@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,12 +20,27 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from client.records import content_nbytes, pack, unpack
-from client.settings import FedSettings
 from protos.wire import ProtocolError, parse_eval
+from treelora.fed.settings import FedSettings
 
-from .state import CHECKPOINT, GlobalState, RoundLog
+from .checkpoint import CHECKPOINT
+from .state import GlobalState
 
 log = logging.getLogger("treelora.server")
+
+
+@dataclass
+class RoundLog:
+    """Per-round accounting, written to the results."""
+
+    round: int
+    bytes_down: int = 0
+    bytes_up: int = 0
+    replies: int = 0
+    rejected: int = 0
+    server_s: float = 0.0
+    leaves: int = 0
+    shared_layers: int = 0
 
 
 def _send(grid: Grid, messages: list[Message], timeout: float | None) -> list[Message]:
@@ -48,7 +64,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
     out = Path(out_dir or fed.out_dir)
     if fed.resume and (out / CHECKPOINT).exists():
         state = GlobalState.resume(fed, out)
-        log.info("resumed from round %d with %d leaves", state.round, len(state.leaves))
+        log.info("resumed from round %d with %d leaves", state.round, len(state.strategy.known_leaves()))
     else:
         state = GlobalState(fed, out, run_id=run_id)
     node_ids = sorted(grid.get_node_ids())
@@ -122,7 +138,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
             t_server += time.perf_counter() - t0
         t0 = time.perf_counter()
         rec.shared_layers = state.aggregate()
-        rec.leaves = len(state.leaves)
+        rec.leaves = len(state.strategy.known_leaves())
         state.round = rnd
         rec.server_s = t_server + time.perf_counter() - t0
         state.history.append(vars(rec))
@@ -143,13 +159,14 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
 
 def _save_tree_snapshot(state: GlobalState, rnd: int) -> None:
     """The global tree as it grows: ``<out>/trees/round_XXX.txt`` whenever it has leaves."""
-    if state.tree is None or len(state.tree) == 0:
+    tree = state.strategy.results()["tree"]
+    if not tree or not tree["tasks"]:
         return
     from treelora.plots import render_tree_text
 
     path = state.out_dir / "trees" / f"round_{rnd:03d}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_tree_text(state.tree.render()) + "\n")
+    path.write_text(render_tree_text(tree) + "\n")
 
 
 def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: float | None) -> dict[str, Any]:
@@ -158,7 +175,7 @@ def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: f
     for nid in node_ids:
         client = _client_of(state, nid)
         if client is not None:
-            messages.append(Message(pack(state.control(client, state.round)), dst_node_id=nid,
+            messages.append(Message(pack(state.strategy.configure_evaluate(state, client)), dst_node_id=nid,
                                     message_type="evaluate", group_id=f"eval-{state.round}"))
     scores: dict[str, Any] = {}
     for reply in _send(grid, messages, timeout):
@@ -171,5 +188,4 @@ def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: f
             state.record_error(state.round, reply.metadata.src_node_id, exc)
             continue
         scores[ev.client_id] = dict(zip(ev.task_keys, ev.accuracies))
-    accs = [a for s in scores.values() for a in s.values()]
-    return {"round": state.round, "per_client": scores, "mean_accuracy": sum(accs) / len(accs) if accs else None}
+    return state.strategy.aggregate_evaluate(state, scores)

@@ -13,7 +13,7 @@ from typing import Any
 
 from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 
 
 class ClientPrivacy:

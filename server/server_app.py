@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 
 from .loop import run
 from .report import write_results

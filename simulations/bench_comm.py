@@ -76,7 +76,7 @@ def measure_federation(method: str, args: argparse.Namespace, work: Path, log: A
     """One in-process federation over LocalGrid with the real ClientApp; per-message byte accounting."""
     from client.client_app import app as client_app
     from client.records import content_nbytes
-    from client.settings import FedSettings
+    from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
 
@@ -141,7 +141,7 @@ def built_messages(backbone: str, args: argparse.Namespace, work: Path, log: Any
     import torch
 
     from client.records import content_nbytes, pack
-    from client.settings import FedSettings
+    from treelora.fed.settings import FedSettings
     from protos import SCHEMA_VERSION
     from protos import treelora_fed_pb2 as pb
     from protos.wire import encode_tensors, serialize, sketch_name

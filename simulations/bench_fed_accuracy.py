@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_one(preset: dict, method: str, seed: int, clients: int, out: Path) -> dict:
     from client.client_app import app as client_app
-    from client.settings import FedSettings
+    from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
 

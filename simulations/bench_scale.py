@@ -71,7 +71,7 @@ def dir_bytes(path: Path) -> int:
 def run_local_child(cfg: dict[str, Any]) -> dict[str, Any]:
     """One in-process federation (called in a fresh subprocess); returns timings and memory."""
     from client.client_app import app as client_app
-    from client.settings import FedSettings
+    from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
 
@@ -122,7 +122,7 @@ def run_local(backbone: str, clients: int, args: argparse.Namespace, work: Path,
         preset = tomllib.loads((ROOT / "simulations" / "scale.toml").read_text())
         rc["train-per-class"] = int(preset["train-per-class"])
     elif backbone == "tiny-bert":
-        # a task's training examples are sharded over the clients that hold it (client.schedule.shard): with too
+        # a task's training examples are sharded over the clients that hold it (treelora.fed.scenarios.shard): with too
         # few examples per class some clients get an empty shard and reply with an error
         rc["train-per-class"] = max(int(rc["train-per-class"]), 2 * clients)
     cfg = {"run_config": rc, "clients": clients, "threads": args.threads,
@@ -195,8 +195,7 @@ def run_flwr(clients: int, args: argparse.Namespace, work: Path, log: Any) -> di
 def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str, Any]]:
     import torch
 
-    from client.settings import FedSettings
-    from treelora.tree import TreeEntry
+    from treelora.fed.settings import FedSettings
 
     shapes = [((8, 384), (384, 8))] * 12  # MiniLM, LoRA r = 8 on query/value of 6 blocks
     rows = []
@@ -224,12 +223,12 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
                 st.ingest(c if c in st.clients else None, i + 1, rnd, ctl, arrays)
                 grow_times.append(time.perf_counter() - g0)
                 made += 1
-            st._round_adapters = {}
+            st.round_adapters = {}
             rnd += 1
         ingest_grow_s = time.perf_counter() - t0
         b0 = time.perf_counter()
         bulk = 0
-        tree = st.tree
+        entries = []
         while made < n_leaves:
             for i, c in enumerate(clients):
                 if made >= n_leaves:
@@ -237,15 +236,14 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
                 pos = synth.tasks.get(c, 0)
                 key = f"{c}/t{pos}"
                 synth.tasks[c] = pos + 1
-                tree.entries[key] = TreeEntry(key, synth.sketch(hash(key) % synth.clusters), [key], 8.0, None)
-                tree._member_index[key] = key
-                st.leaves[key] = {"key": key, "client_id": c, "task_key": key, "task_index": pos,
-                                  "adapter_file": key.replace("/", "__") + ".safetensors", "num_examples": 64}
+                entries.append((key, synth.sketch(hash(key) % synth.clusters), 8.0))
+                st.strategy.leaves.records[key] = {
+                    "key": key, "client_id": c, "task_key": key, "task_index": pos,
+                    "adapter_file": key.replace("/", "__") + ".safetensors", "num_examples": 64}
                 made += 1
                 bulk += 1
         if bulk:
-            tree.build()
-            st._since_build, st._built_size = 0, len(tree)  # as if that build had been the server's last rebuild
+            st.strategy.index.bulk_load(entries, synth.L)  # as if that build had been the server's last rebuild
         bulk_s = time.perf_counter() - b0
         st.round = rnd - 1
         grow_s = time.perf_counter() - t0
@@ -277,11 +275,11 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
             per_round.append({"assign_s": t_assign, "ingest_s": t_ingest, "aggregate_s": t_agg,
                               "checkpoint_s": t_ckpt, "checkpoint_bytes": path.stat().st_size,
                               "server_s": t_assign + t_ingest + t_agg, "shares": shared,
-                              "leaves_after": len(st.leaves)})
+                              "leaves_after": len(st.strategy.leaves)})
             log(f"[server n={n_leaves}] round {r + 1}: assign {t_assign:.2f}s, ingest {t_ingest:.2f}s, aggregate "
                 f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)})")
         # the cost hidden in assignment(): bandit refresh after the tree changed
-        b = next(iter(st.bandits.values()))
+        b = next(iter(st.strategy.bandits.values()))
         f0 = time.perf_counter()
         b.refresh()
         refresh_s = time.perf_counter() - f0

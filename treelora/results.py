@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .io import write_json_atomic
 from .metrics import mean_std
 
 METRIC_KEYS = ("acc", "bwt", "bwt_clipped", "forgetting")
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -> Path:

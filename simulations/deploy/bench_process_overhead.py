@@ -44,7 +44,8 @@ import client.client_app  # noqa: F401  the ClientApp module flwr-clientapp load
 marks["import_flwr_and_app"] = time.time() - t_launch
 import client.node as node_mod
 import treelora.backbones as bb
-from client.settings import FedSettings, NodeSettings
+from client.node_settings import NodeSettings
+from treelora.fed.settings import FedSettings
 stage = {}
 def timed(name, fn):
     def wrapper(*a, **k):
@@ -75,7 +76,7 @@ print("BENCH " + json.dumps({"marks": marks, "stages": stage, "torch_threads": t
 PREPARE = r"""
 import json, sys
 from client.client_app import app
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from server.local_grid import LocalGrid
 from server.loop import run
 rc = json.loads(sys.argv[1])

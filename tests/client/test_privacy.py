@@ -7,7 +7,7 @@ import pytest
 
 from client.client_app import app as client_app
 from client.records import unpack
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from server.local_grid import LocalGrid
 from server.loop import run
@@ -27,9 +27,9 @@ def federation(tmp_path_factory):
           "regularizer": "l1-grad-fd", "sketch-dim": 64, "out-dir": str(tmp / "server")}
     grid = LocalGrid(client_app, 2, run_config=rc, state_dir=str(tmp / "clients"))
     run(grid, FedSettings.from_run_config(rc), progress=False)
-    from client.node import _stream
+    from client.learner_cache import stream_for
 
-    stream = _stream("synthetic-text", 0, 16, 8)
+    stream = stream_for(FedSettings.from_run_config(rc))
     texts = {e.text for t in stream.tasks for e in t.train + t.test}
     return grid, texts
 

@@ -8,7 +8,7 @@ import torch
 
 from client.client_app import app as client_app
 from client.records import pack, unpack
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from protos.wire import parse_report
 from server.local_grid import LocalGrid
@@ -92,21 +92,21 @@ def test_aggregation_groups_follow_the_tree(tmp_path):
     b = {l: {"A": torch.full((2, 4), 3.0), "B": torch.zeros(4, 2)} for l in range(3)}
     c = {l: {"A": torch.full((2, 4), 9.0), "B": torch.zeros(4, 2)} for l in range(3)}
     # no tree yet: everyone in the root, only layer 0 shared, weighted by examples
-    state._round_adapters = {"c0": (a, 1), "c1": (b, 3), "c2": (c, 0)}
+    state.round_adapters = {"c0": (a, 1), "c1": (b, 3), "c2": (c, 0)}
     state.aggregate()
     assert set(state.shares["c0"]) == {0}
     assert torch.allclose(state.shares["c0"][0]["A"], torch.full((2, 4), 2.5))
     # with a tree: clients whose sketches sit under the same node share deeper layers. The L1-median split puts
     # tasks near the group mean left and outliers right: a tight group at 0 and scattered far tasks.
-    tree = state._ensure_tree()
+    tree = state.strategy.index.ensure(3)
     g = torch.Generator().manual_seed(0)
     near = [torch.zeros(fed.sketch_dim) for _ in range(3)]
     outliers = [[torch.randn(fed.sketch_dim, generator=g) * 100 for _ in range(3)] for _ in range(4)]
     for i in range(4):
         tree.add(f"x{i}/t0", [v + 0.01 * torch.randn(fed.sketch_dim, generator=g) for v in near], rebuild=True)
         tree.add(f"y{i}/t0", outliers[i], rebuild=True)
-    state.sketches = {"c0": near, "c1": near, "c2": outliers[0]}
-    state._round_adapters = {"c0": (a, 1), "c1": (b, 1), "c2": (c, 1)}
+    state.strategy.sketches = {"c0": near, "c1": near, "c2": outliers[0]}
+    state.round_adapters = {"c0": (a, 1), "c1": (b, 1), "c2": (c, 1)}
     state.aggregate()
     assert set(state.shares["c0"]) == set(state.shares["c1"]) == {0, 1, 2}
     assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.0))  # c0 and c1 only

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from client.client_app import app as client_app
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from server.local_grid import LocalGrid
 from server.loop import run
 

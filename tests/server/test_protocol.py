@@ -10,7 +10,7 @@ from flwr.app import Message
 
 from client.client_app import app as client_app
 from client.records import pack, unpack
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from protos.wire import ProtocolError, serialize
 from server.local_grid import LocalGrid
@@ -27,10 +27,10 @@ BASE = {
 def snapshot(state: GlobalState) -> bytes:
     buf = io.BytesIO()
     torch.save({
-        "tree": None if state.tree is None else state.tree.to_dict(),
-        "bandits": {c: b.state() for c, b in state.bandits.items()},
-        "leaves": copy.deepcopy(state.leaves), "sketches": state.sketches,
-        "clients": {c: vars(i).copy() for c, i in state.clients.items()}, "round_adapters": state._round_adapters,
+        "tree": None if state.strategy.tree is None else state.strategy.tree.to_dict(),
+        "bandits": {c: b.state() for c, b in state.strategy.bandits.items()},
+        "leaves": copy.deepcopy(state.strategy.leaves.records), "sketches": state.strategy.sketches,
+        "clients": {c: vars(i).copy() for c, i in state.clients.items()}, "round_adapters": state.round_adapters,
     }, buf)
     return buf.getvalue()
 
@@ -49,7 +49,7 @@ def primed(tmp_path_factory):
                            grid.context(nid))
         state.ingest(None, nid, 1, *unpack(reply.content))
     state.aggregate()
-    assert len(state.leaves) == 2
+    assert len(state.strategy.leaves) == 2
     a, arrays = state.assignment("c0", 2)
     reply = client_app(Message(pack(a, arrays), dst_node_id=1, message_type="train", group_id="2"), grid.context(1))
     control, arrays = unpack(reply.content)

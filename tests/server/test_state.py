@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from client.settings import FedSettings
+from treelora.fed.settings import FedSettings
 from protos.wire import parse_checkpoint
 from server.state import CHECKPOINT, GlobalState
 from simulations.bench_common import SynthFed
@@ -27,7 +27,7 @@ def grown(tmp_path, leaves: int, clients: int = 5) -> tuple[FedSettings, SynthFe
             ctl, arrays = synth.report(c, rnd, finished=True)
             synth.state.ingest(c if c in synth.state.clients else None, i + 1, rnd, ctl, arrays)
             made += 1
-        synth.state._round_adapters = {}
+        synth.state.round_adapters = {}
         synth.state.round = rnd
         rnd += 1
     return fed, synth
@@ -42,15 +42,16 @@ def test_checkpoint_refers_to_leaf_sketches_and_resume_restores_the_tree_exactly
     assert len(blob["tree"]["entries"]) == 23
     assert all(e["signature"] is None for e in blob["tree"]["entries"])  # each lives once, in its leaf's file
     back = GlobalState.resume(FedSettings(**{**fed.__dict__, "resume": True}), tmp_path)
-    a, b = state.tree.to_dict(), back.tree.to_dict()
-    assert a["root"].keys() == b["root"].keys() and back.tree.render() == state.tree.render()
+    a, b = state.strategy.tree.to_dict(), back.strategy.tree.to_dict()
+    assert a["root"].keys() == b["root"].keys() and back.strategy.tree.render() == state.strategy.tree.render()
     for ea, eb in zip(a["entries"], b["entries"]):
         assert ea["key"] == eb["key"]
         for x, y in zip(ea["signature"], eb["signature"]):
             assert torch.equal(x, y)
-    assert (back._since_build, back._built_size) == (state._since_build, state._built_size)
-    assert all(torch.equal(back.tree.node_at(n.path).center, n.center)
-               for n in state.tree.nodes() if n.center is not None)
+    assert (back.strategy.index.since_build, back.strategy.index.built_size) == (
+        state.strategy.index.since_build, state.strategy.index.built_size)
+    assert all(torch.equal(back.strategy.tree.node_at(n.path).center, n.center)
+               for n in state.strategy.tree.nodes() if n.center is not None)
 
 
 def test_resume_names_a_missing_leaf_file(tmp_path):
@@ -97,7 +98,7 @@ def test_fedavg_server_rejects_a_report_carrying_sketches_and_keeps_its_state(tm
     with pytest.raises(ProtocolError, match="sketch") as err:
         synth.state.ingest(None, 1, 1, ctl, arrays)
     assert err.value.code == "unexpected-tensor"
-    assert not synth.state.clients and not synth.state.leaves and not synth.state._round_adapters
+    assert not synth.state.clients and not synth.state.strategy.known_leaves() and not synth.state.round_adapters
 
 
 def test_a_rejected_first_report_does_not_fix_the_adapter_shapes(tmp_path):

@@ -9,9 +9,9 @@ partition id alone (in deployment every message runs in a new process). Scenario
   rotation of the stream), so their task families overlap and sharing should pay.
 * ``identical``: every client has the same sequence (the FedAvg-friendly case).
 
-Data: every task's training examples are split into ``num_clients`` disjoint, seeded shards per class (non-IID
-only in which tasks a client meets, IID within a task); each client holds one shard of each task it trains. The
-test split is shared, so per-client scores are comparable.
+Data: every task's training examples are split into disjoint, seeded shards per class among the clients whose
+schedules hold that task (non-IID only in which tasks a client meets, IID within a task); each client holds one
+shard of each task it trains. The test split is shared, so per-client scores are comparable.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+__all__ = ["SCENARIOS", "ClientSchedule", "make_schedule", "holders", "shard"]
 
 SCENARIOS = ("staggered", "families", "identical")
 
@@ -75,6 +77,16 @@ def make_schedule(
         start = ((client % families) * (num_stream_tasks // families)) % num_stream_tasks
     tasks = tuple((start + k) % num_stream_tasks for k in range(tasks_per_client))
     return ClientSchedule(client, tasks, rounds_per_task)
+
+
+def holders(stream_task: int, scenario: str, num_clients: int, num_stream_tasks: int, tasks_per_client: int,
+            rounds_per_task: int, *, families: int = 2) -> list[int]:
+    """The clients (partition ids, ascending) whose schedules hold ``stream_task``: they share its data."""
+    return [
+        c for c in range(num_clients)
+        if stream_task in make_schedule(scenario, c, num_clients, num_stream_tasks, tasks_per_client,
+                                        rounds_per_task, families=families).tasks
+    ]
 
 
 def shard(examples: list, client: int, num_clients: int, seed: int) -> list:

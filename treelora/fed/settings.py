@@ -1,19 +1,27 @@
-"""Run-config and node-config keys of a TreeLoRA-Fed client, with units and defaults, in one place.
+"""The run config of a federation: every key once, with its unit and default, and its mapping to a learner config.
 
-Run-config keys are kebab-case (``flwr run . --run-config 'local-steps=8 lam=0.5'``); node-config keys
-(``--node-config`` in deployment, filled by the simulation engine) give the client its identity and state path.
+Run-config keys are kebab-case (``flwr run . --run-config 'local-steps=8 lam=0.5'``); ``pyproject.toml``'s
+``[tool.flwr.app.config]`` lists every key with the same default (Flower reads defaults from there; a test keeps
+the two in step). The client app and the server app both parse the run config with :meth:`FedSettings.from_run_config`.
+
+A client's continual learner takes its hyper-parameters from the run config by one rule (:meth:`learner_config`):
+every field whose name is also a :class:`treelora.config.LearnerConfig` field is passed on (``lr``, ``lam``,
+``batch-size``, ``leaf-size``, ``lcb-c``, ...); an empty string (``regularizer``, ``l1-reduction``) means "the
+learner method's default". The learner method is ``local-method``, or what the federated method forces.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from treelora.config import L1_REDUCTIONS, PRECISIONS
+from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
+from .methods import FedMethod, fed_method
+from .scenarios import SCENARIOS
 
-FED_METHODS = ("treelora", "fedavg-lora", "local-only")
+__all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
+
+NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
 
 
 @dataclass(frozen=True)
@@ -24,37 +32,38 @@ class FedSettings:
     local_method: str = "treelora"  # the learner each client runs (fedavg-lora forces seqlora)
     num_rounds: int = 0  # 0 = as many rounds as the longest client schedule
     scenario: str = "staggered"  # staggered | families | identical
-    families: int = 2
+    families: int = 2  # client groups of the families scenario
     stream: str = "wordnet"
     backbone: str = "minilm"
     tasks_per_client: int = 3
     rounds_per_task: int = 2
     local_steps: int = 8  # optimisation steps per client per round
-    batch_size: int = 16
+    batch_size: int = 16  # examples per local step
     max_length: int = 32  # tokens
-    lr: float = 1e-3
-    head_lr: float = 1e-2
-    lam: float = 0.5
+    lr: float = 1e-3  # Adam learning rate of the LoRA parameters
+    head_lr: float = 1e-2  # Adam learning rate of the classification head
+    lam: float = 0.5  # regulariser weight λ
     regularizer: str = ""  # "" = the local method's default
     l1_reduction: str = ""  # l1-grad's L1 over a layer: "" = the learner's default (sum, as in the paper) | sum | mean
-    train_per_class: int = 64
+    lcb_c: float = 2.0  # exploration constant c of every LCB: the server's bandits, the client's probe and learner
+    train_per_class: int = 64  # training examples per class before sharding
     test_per_class: int = 16
     seed: int = 0
-    sketch_dim: int = 256
-    sketch_kind: str = "cauchy"
-    sketch_seed: int = 1234
+    sketch_dim: int = 256  # s, coordinates per layer sketch
+    sketch_kind: str = "cauchy"  # cauchy (L1) | gaussian (L2)
+    sketch_seed: int = 1234  # shared by every node: the same seed gives the same sketch matrices
     wire_dtype: str = "bfloat16"  # adapters on the wire; sketches always float32
-    candidates_per_layer: int = 1
+    candidates_per_layer: int = 1  # candidate leaves the server sends per layer per round
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
-    leaf_size: int = 1
+    leaf_size: int = 1  # tasks per tree leaf (the server's tree and the clients')
     rebuild_every: int = 4  # inserts between tree rebuilds (clients; the server's minimum)
     rebuild_growth: float = 0.25  # server: also wait until the tree grew by this fraction since its last rebuild
     eval_every: int = 0  # rounds between global evaluations (0 = only at the end)
     out_dir: str = "runs/federated"
     state_dir: str = ""  # client state root ("" = <out-dir>/clients)
     resume: bool = False
-    timeout_s: float = 0.0  # per-round reply timeout (0 = wait for all)
+    timeout_s: float = 0.0  # per-round reply timeout in seconds (0 = wait for all)
     dp_clip: float = 0.0  # L2 clip of a signature release before sketching (0 = no DP on sketches)
     dp_noise: float = 0.0  # Gaussian noise multiplier σ/clip of a sketch release
     dp_adapter_clip: float = 0.0  # L2 clip of a round's adapter update (0 = no DP on adapters)
@@ -63,13 +72,12 @@ class FedSettings:
     threads: int = 0  # torch threads per client process (0 = leave)
 
     def __post_init__(self) -> None:
-        if self.method not in FED_METHODS:
-            raise ValueError(f"method={self.method!r} is not one of {', '.join(FED_METHODS)}")
+        fed_method(self.method)
         for name in ("tasks_per_client", "rounds_per_task", "local_steps", "batch_size", "sketch_dim",
                      "candidates_per_layer", "leaf_size", "rebuild_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth"):
+        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth", "lcb_c"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if (self.dp_clip > 0) != (self.dp_noise > 0) or (self.dp_adapter_clip > 0) != (self.dp_adapter_noise > 0):
@@ -82,16 +90,31 @@ class FedSettings:
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
 
+    # ------------------------------------------------------------------ derived
     @property
-    def uses_sketches(self) -> bool:
-        """Whether clients send gradient sketches: only ``treelora`` has a global tree to put them in."""
-        return self.method == "treelora"
+    def fed_method(self) -> type[FedMethod]:
+        """The federated method's contract (what clients train and send)."""
+        return fed_method(self.method)
 
     @property
     def learner_method(self) -> str:
-        return "seqlora" if self.method == "fedavg-lora" else self.local_method
+        """The continual learner each client runs."""
+        return self.fed_method.learner_method(self.local_method)
 
+    def max_rounds(self) -> int:
+        """Rounds the server plays: ``num-rounds``, or as many as one client's whole schedule."""
+        return self.num_rounds or self.tasks_per_client * self.rounds_per_task
+
+    def learner_config(self, *, device: str | None = None, precision: str = "auto") -> LearnerConfig:
+        """The client's learner config: the learner method's preset with every shared field passed on."""
+        overrides: dict[str, Any] = {k: v for k, v in asdict(self).items()
+                                     if k in LEARNER_KEYS and not (isinstance(v, str) and v == "")}
+        return make_config(self.learner_method, **overrides, progress=False, device=device, precision=precision)
+
+    # ------------------------------------------------------------------ parsing
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> "FedSettings":
         """Parse kebab-case keys; unknown keys are an error naming the known ones."""
@@ -118,35 +141,10 @@ class FedSettings:
             values[name] = value
         return cls(**values)
 
+    def to_run_config(self) -> dict[str, Any]:
+        """The kebab-case run config these settings come from (every key)."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
-@dataclass(frozen=True)
-class NodeSettings:
-    """Who this client is and where its state lives."""
 
-    partition_id: int
-    num_partitions: int
-    state_dir: Path
-    device: str | None = None  # cpu | cuda | cuda:1 ... (None = cuda when available)
-    precision: str = "auto"  # auto (bf16 autocast on CUDA) | bf16 | fp32
-
-    @property
-    def client_id(self) -> str:
-        return f"c{self.partition_id}"
-
-    @classmethod
-    def from_node_config(cls, node_config: Mapping[str, Any], fed: FedSettings) -> "NodeSettings":
-        try:
-            pid, num = int(node_config["partition-id"]), int(node_config["num-partitions"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                "node config needs integer 'partition-id' and 'num-partitions' "
-                "(flower-supernode --node-config 'partition-id=0 num-partitions=3 state-dir=...')"
-            ) from exc
-        if not 0 <= pid < num:
-            raise ValueError(f"partition-id {pid} is outside 0..{num - 1}")
-        root = node_config.get("state-dir") or fed.state_dir or os.path.join(fed.out_dir, "clients")
-        device = node_config.get("device") or None
-        precision = str(node_config.get("precision") or "auto")
-        if precision not in PRECISIONS:
-            raise ValueError(f"node config precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-        return cls(pid, num, Path(str(root)) / f"c{pid}", None if device is None else str(device), precision)
+LEARNER_KEYS = frozenset(f.name for f in fields(FedSettings)) & frozenset(f.name for f in config_fields()) \
+    - NOT_PASSED_TO_LEARNER

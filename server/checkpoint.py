@@ -1,0 +1,85 @@
+"""The server's checkpoint: the whole state after a round, written atomically, and resume from it.
+
+``checkpoint.pb`` is a :class:`protos.treelora_fed_pb2.Checkpoint`: the round and run id, the run config (a resume
+with a different config is refused, except for the keys that may change between attempts), the leaf records, a
+torch-serialized blob (the tree without the leaf sketches, which live in the leaf files; shares; current-task
+sketches) and a JSON blob (clients, bandit statistics, accounting). Leaf files are durable before a checkpoint
+refers to them, so a crash at any moment leaves a consistent pair.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from protos import SCHEMA_VERSION
+from protos import treelora_fed_pb2 as pb
+from protos.wire import parse_checkpoint, serialize
+from treelora.fed.settings import FedSettings
+from treelora.io import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from .state import GlobalState
+
+__all__ = ["CHECKPOINT", "MAY_CHANGE_ON_RESUME", "write_checkpoint", "read_checkpoint"]
+
+CHECKPOINT = "checkpoint.pb"
+MAY_CHANGE_ON_RESUME = ("resume", "num_rounds", "out_dir", "timeout_s", "eval_every", "threads")
+
+
+def write_checkpoint(state: "GlobalState") -> Path:
+    """Write ``<out-dir>/checkpoint.pb`` durably; returns its path."""
+    blob, meta, leaves = state.strategy.state_dict()
+    buf = io.BytesIO()
+    torch.save({**blob, "shares": state.shares}, buf)
+    meta = {
+        **meta,
+        "num_layers": state.num_layers, "adapter_shapes": state.adapter_shapes,
+        "clients": {c: asdict(i) for c, i in state.clients.items()},
+        "acc_rows": state.acc_rows, "history": state.history, "errors": state.errors,
+        "model_bytes": state.model_bytes, "privacy": state.privacy.state_dict(),
+    }
+    msg = pb.Checkpoint(
+        version=SCHEMA_VERSION, round=state.round, run_id=state.run_id, tree=buf.getvalue(),
+        bandit=json.dumps(meta).encode(), created_unix=time.time(),
+        leaves=[pb.LeafRecord(**rec) for rec in leaves],
+        config={k: str(v) for k, v in asdict(state.fed).items()},
+    )
+    return write_bytes_atomic(state.out_dir / CHECKPOINT, serialize(msg))
+
+
+def read_checkpoint(cls: type["GlobalState"], fed: FedSettings, out_dir: str | Path) -> "GlobalState":
+    """A :class:`~server.state.GlobalState` rebuilt from ``out_dir/checkpoint.pb``."""
+    from .state import ClientInfo
+
+    path = Path(out_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; start without resume")
+    msg = parse_checkpoint(path.read_bytes())
+    saved = dict(msg.config)
+    for key, value in asdict(fed).items():
+        if key in MAY_CHANGE_ON_RESUME:
+            continue
+        if key in saved and saved[key] != str(value):
+            raise ValueError(f"resume: run-config {key.replace('_', '-')}={value!r} differs from the "
+                             f"checkpoint's {saved[key]!r}")
+    state = cls(fed, out_dir, run_id=msg.run_id)
+    state.round = int(msg.round)
+    meta: dict[str, Any] = json.loads(msg.bandit.decode())
+    state.num_layers = meta["num_layers"]
+    state.adapter_shapes = [tuple(tuple(s) for s in pair) for pair in meta["adapter_shapes"]]
+    blob = torch.load(io.BytesIO(msg.tree), weights_only=False)
+    leaves = [{f.name: getattr(r, f.name) for f in pb.LeafRecord.DESCRIPTOR.fields} for r in msg.leaves]
+    state.strategy.load_state_dict(blob, meta, leaves, state.num_layers)
+    state.shares = blob["shares"]
+    state.clients = {c: ClientInfo(**i) for c, i in meta["clients"].items()}
+    state.acc_rows, state.history, state.errors = meta["acc_rows"], meta["history"], meta["errors"]
+    state.model_bytes = meta["model_bytes"]
+    state.privacy.load_state_dict(meta.get("privacy", {}))
+    return state

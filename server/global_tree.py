@@ -1,0 +1,108 @@
+"""The server's global tree over finished (client, task) leaves, in sketch space, with its rebuild schedule.
+
+A leaf's signature is its final per-layer Cauchy sketch; distances are the sketch's median estimator of the L1
+distance (:class:`treelora.sketch.LinearSketch`). Leaves are inserted as tasks finish; the tree is rebuilt after
+``max(rebuild-every, rebuild-growth × size at the last build)`` inserts, so a small tree is rebuilt as often as a
+client's and a large one once it has grown by a fixed fraction: O(1) builds per insert amortised instead of one
+O(N) build every few inserts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from treelora.fed.settings import FedSettings
+from treelora.sketch import LinearSketch
+from treelora.tree import Node, TaskTree, TreeEntry
+
+__all__ = ["GlobalTree"]
+
+
+class GlobalTree:
+    """The :class:`~treelora.tree.TaskTree` of a federation (created with the first leaf's layer count)."""
+
+    def __init__(self, fed: FedSettings) -> None:
+        self.fed = fed
+        self.tree: TaskTree | None = None
+        self.inserts = 0
+        self.since_build = 0  # inserts since the tree was last rebuilt
+        self.built_size = 0  # leaves at that rebuild
+        self._sketch = LinearSketch(1, fed.sketch_dim, fed.sketch_kind, fed.sketch_seed)
+
+    def distance(self, layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Sketch-space L1 estimate (every sketch was validated on arrival; centres are means of those)."""
+        return self._sketch.distance(a, b, checked=False)
+
+    def ensure(self, num_layers: int) -> TaskTree:
+        """The tree, created empty on first use."""
+        if self.tree is None:
+            self.tree = TaskTree(num_layers, split="l1-median", leaf_size=self.fed.leaf_size,
+                                 distance_fn=self.distance)
+        return self.tree
+
+    def __len__(self) -> int:
+        return 0 if self.tree is None else len(self.tree)
+
+    def keys(self) -> set[str]:
+        """Entry keys (the leaves a pull or a candidate may name)."""
+        return set() if self.tree is None else set(self.tree.entries)
+
+    def add(self, key: str, final: list[torch.Tensor], weight: float) -> None:
+        """Insert a finished task's leaf; rebuild when the schedule says so."""
+        tree = self.ensure(len(final))
+        self.inserts += 1
+        self.since_build += 1
+        rebuild = self.since_build >= max(self.fed.rebuild_every, self.fed.rebuild_growth * self.built_size)
+        tree.add(key, final, weight=weight, rebuild=rebuild)
+        if rebuild:
+            self.since_build, self.built_size = 0, len(tree)
+
+    def bulk_load(self, entries: list[tuple[str, list[torch.Tensor], float]], num_layers: int) -> None:
+        """Add many leaves and build once, as if that build had been the last rebuild (benchmarks set-up)."""
+        tree = self.ensure(num_layers)
+        for key, signature, weight in entries:
+            tree.entries[key] = TreeEntry(key, signature, [key], weight, None)
+            tree._member_index[key] = key
+        tree.build()
+        self.since_build, self.built_size = 0, len(tree)
+
+    def locate(self, sketch: list[torch.Tensor]) -> list[Node]:
+        """Root-to-leaf path of a running task's sketch ([] for an empty tree)."""
+        return [] if self.tree is None else self.tree.locate(sketch)
+
+    def nearest_leaf(self, probe: list[torch.Tensor]) -> str:
+        """The entry nearest to ``probe`` (summed per-layer distance) in the tree leaf the probe routes to."""
+        assert self.tree is not None and len(self.tree) > 0
+        leaf = self.tree.locate(probe)[-1]
+        L = self.tree.num_layers
+        return min(leaf.keys, key=lambda k: sum(
+            float(self.distance(l, probe[l], self.tree.entries[k].signature[l])) for l in range(L)))
+
+    def render(self) -> dict[str, Any] | None:
+        """The tree as a nested dict for plots and results (None before the first leaf)."""
+        return None if self.tree is None else self.tree.render()
+
+    # ------------------------------------------------------------------ checkpoint
+    def state(self, stored: set[str]) -> tuple[dict[str, Any] | None, dict[str, int]]:
+        """(tree dict with the signatures of ``stored`` single-task leaves left out — they live in the leaf files —,
+        schedule counters)."""
+        tree = None
+        if self.tree is not None:
+            tree = self.tree.to_dict()
+            for entry in tree["entries"]:
+                if entry["key"] in stored and entry["members"] == [entry["key"]]:
+                    entry["signature"] = None
+        return tree, {"inserts": self.inserts, "since_build": self.since_build, "built_size": self.built_size}
+
+    def load(self, tree: dict[str, Any] | None, counters: dict[str, int], sketch_of: Any) -> None:
+        """Inverse of :meth:`state`; ``sketch_of(key)`` reads a left-out signature back from its leaf file."""
+        if tree is not None:
+            for entry in tree["entries"]:
+                if entry["signature"] is None:
+                    entry["signature"] = sketch_of(entry["key"])
+            self.tree = TaskTree.from_dict(tree, distance_fn=self.distance)
+        self.inserts = counters["inserts"]
+        self.since_build = counters.get("since_build", counters["inserts"] % self.fed.rebuild_every)
+        self.built_size = counters.get("built_size", 0)

@@ -1,0 +1,248 @@
+"""The federated methods' server side, one class per method, registered under the method's name.
+
+As in Flower's ``Strategy``, a strategy decides what each client is told (:meth:`Strategy.configure_train`), what
+a validated report changes (:meth:`Strategy.ingest_train`), how adapters are combined
+(:meth:`Strategy.aggregate_train`) and what evaluation asks and collects (:meth:`Strategy.configure_evaluate`,
+:meth:`Strategy.aggregate_evaluate`). What is common — the envelope of every message, shares, validation, client
+book-keeping, checkpoint — lives in :class:`server.state.GlobalState`, which calls these hooks. What clients of a
+method send is the shared contract :class:`treelora.fed.methods.FedMethod` of the same name.
+
+* :class:`TreeLoRAFed`: the global tree over finished leaves (:class:`server.global_tree.GlobalTree`), one LCB
+  bandit per client over it (reset when the client starts a task), candidates per layer chosen by descending it
+  (never the client's own leaves), sharing groups = the tree node at each layer's depth holding the client's
+  current task (before any leaf every client sits in the root, so only layer 0 is shared), warm starts from the
+  leaf nearest to a probe of the new task.
+* :class:`FedAvgLoRA`: every layer averaged over every client.
+* :class:`LocalOnly`: nothing shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from protos import treelora_fed_pb2 as pb
+from protos.wire import ProtocolError, cand_name, parse_report, sketch_name, validate_tensors, warm_name
+from treelora.bandit import TreeLCBBandit
+from treelora.fed.keys import owns
+from treelora.fed.methods import FED_METHODS, FedMethod
+from treelora.fed.settings import FedSettings
+
+from .aggregation import Adapter
+from .global_tree import GlobalTree
+from .leaf_store import LeafStore
+
+if TYPE_CHECKING:
+    from .state import ClientInfo, GlobalState
+
+__all__ = ["Strategy", "TreeLoRAFed", "FedAvgLoRA", "LocalOnly", "STRATEGIES", "make_strategy"]
+
+
+class Strategy:
+    """Base: no tree, no candidates, no warm start; evaluation asks every client for its scores."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, fed: FedSettings, out_dir: Path) -> None:
+        self.fed = fed
+        self.method: type[FedMethod] = FED_METHODS[self.name]
+
+    # ------------------------------------------------------------------ train
+    def configure_train(self, state: "GlobalState", client: str, info: "ClientInfo | None"
+                        ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
+        """This client's per-layer candidates, their tensors and a warm-start leaf (with its tensors)."""
+        return [], {}, ""
+
+    def warm_tensors(self, leaf: str, num_layers: int) -> dict[str, torch.Tensor]:
+        """The tensors that warm-start a task from ``leaf``."""
+        raise NotImplementedError(f"{self.name} has no warm starts")
+
+    def wants_probe(self, state: "GlobalState", info: "ClientInfo | None") -> bool:
+        """Whether to probe this client (``query``) before its next task starts."""
+        return False
+
+    def ingest_probe(self, state: "GlobalState", client: str, control: bytes, arrays: dict[str, Any]) -> str:
+        """A probe reply: the warm-start leaf chosen for the client ("" for none)."""
+        return ""
+
+    def known_leaves(self) -> set[str]:
+        """Leaf keys a report's pulls may name."""
+        return set()
+
+    def ingest_train(self, state: "GlobalState", report: pb.ClientReport, tensors: dict[str, torch.Tensor],
+                     info: "ClientInfo") -> None:
+        """What a validated train report changes beyond the common book-keeping."""
+
+    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+        """Per layer (0, 1, ...), the id of the group the client's layer is averaged in; shorter = personal."""
+        return []
+
+    def aggregate_train(self, state: "GlobalState", adapters: dict[str, tuple[Adapter, int]]
+                        ) -> dict[tuple[int, str], list[str]]:
+        """The averaging groups of this round's adapters: (layer, group id) → clients."""
+        groups: dict[tuple[int, str], list[str]] = {}
+        for client in adapters:
+            for layer, gid in enumerate(self.group_ids(state, client)[: state.num_layers]):
+                groups.setdefault((layer, gid), []).append(client)
+        return groups
+
+    # ------------------------------------------------------------------ evaluate
+    def configure_evaluate(self, state: "GlobalState", client: str) -> pb.Assignment:
+        """The tensor-free ``evaluate`` message."""
+        return state.control(client, state.round)
+
+    def aggregate_evaluate(self, state: "GlobalState", scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Every client's scores on its finished tasks and their mean."""
+        accs = [a for s in scores.values() for a in s.values()]
+        return {"round": state.round, "per_client": scores, "mean_accuracy": sum(accs) / len(accs) if accs else None}
+
+    # ------------------------------------------------------------------ checkpoint and results
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """(torch-saved part, JSON part, leaf records) of this strategy's state."""
+        return {}, {}, []
+
+    def load_state_dict(self, blob: dict[str, Any], meta: dict[str, Any], leaves: list[dict[str, Any]],
+                        num_layers: int) -> None:
+        """Inverse of :meth:`state_dict`."""
+
+    def results(self) -> dict[str, Any]:
+        """Method-specific entries of results.json."""
+        return {"leaves": [], "tree": None}
+
+
+class TreeLoRAFed(Strategy):
+    """TreeLoRA-Fed (see the module docstring)."""
+
+    name = "treelora"
+
+    def __init__(self, fed: FedSettings, out_dir: Path) -> None:
+        super().__init__(fed, out_dir)
+        self.index = GlobalTree(fed)
+        self.leaves = LeafStore(Path(out_dir) / "leaves")
+        self.bandits: dict[str, TreeLCBBandit] = {}
+        self.sketches: dict[str, list[torch.Tensor]] = {}  # client → latest current-task sketch
+        self.warm: dict[str, str] = {}  # client → warm-start leaf for its next task
+
+    @property
+    def tree(self) -> Any:
+        return self.index.tree
+
+    def _bandit(self, client: str, num_layers: int) -> TreeLCBBandit:
+        if client not in self.bandits:
+            self.bandits[client] = TreeLCBBandit(self.index.ensure(num_layers), c=self.fed.lcb_c, seed=self.fed.seed)
+        return self.bandits[client]
+
+    def configure_train(self, state: "GlobalState", client: str, info: "ClientInfo | None"
+                        ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
+        layers: list[pb.LayerAssignment] = []
+        tensors: dict[str, torch.Tensor] = {}
+        tree = self.index.tree
+        if info is not None and tree is not None and len(tree) > 0:
+            if info.finished_last:
+                self.bandits.pop(client, None)  # a new task: statistics start afresh
+            bandit = self._bandit(client, state.num_layers)
+            info.bandit_t += 1
+            path = self.index.locate(self.sketches[client]) if client in self.sketches else []
+            for layer in range(state.num_layers):
+                chosen: list[str] = []
+                for _ in range(self.fed.candidates_per_layer):
+                    leaf = bandit.select(layer, info.bandit_t, lambda k: not owns(client, k) and k not in chosen)
+                    if leaf is None:
+                        break
+                    chosen.append(leaf)
+                    tensors[cand_name(leaf, layer)] = tree.entries[leaf].signature[layer]
+                node = path[min(layer, len(path) - 1)] if path else None
+                layers.append(pb.LayerAssignment(layer=layer, candidates=chosen, group_node=node.path if node else "",
+                                                 group_size=len(node.keys) if node else 0))
+        warm_leaf = self.warm.pop(client, "") if info is not None and info.finished_last else ""
+        return layers, tensors, warm_leaf
+
+    def warm_tensors(self, leaf: str, num_layers: int) -> dict[str, torch.Tensor]:
+        """The warm-start leaf's adapter as ``warm.<l>.A/B`` tensors."""
+        adapter = self.leaves.adapter(leaf)
+        return {warm_name(l, p): adapter[f"{l}.{p}"] for l in range(num_layers) for p in ("A", "B")}
+
+    def wants_probe(self, state: "GlobalState", info: "ClientInfo | None") -> bool:
+        return (self.fed.warm_start and info is not None and info.finished_last and not info.done
+                and len(self.index) > 0)
+
+    def ingest_probe(self, state: "GlobalState", client: str, control: bytes, arrays: dict[str, Any]) -> str:
+        report = parse_report(control)
+        if report.client_id != client:
+            raise ProtocolError("malformed", f"probe from {report.client_id!r}, expected {client!r}")
+        if report.metrics.get("stream_done") or len(self.index) == 0:
+            return ""
+        expected = {sketch_name(l): (self.fed.sketch_dim,) for l in range(state.num_layers)}
+        tensors = validate_tensors(arrays, report.manifest, expected=expected)
+        best = self.index.nearest_leaf([tensors[sketch_name(l)] for l in range(state.num_layers)])
+        self.warm[client] = best
+        return best
+
+    def known_leaves(self) -> set[str]:
+        return self.index.keys()
+
+    def ingest_train(self, state: "GlobalState", report: pb.ClientReport, tensors: dict[str, torch.Tensor],
+                     info: "ClientInfo") -> None:
+        L = state.num_layers
+        if report.pulls and self.index.tree is not None:
+            bandit = self._bandit(report.client_id, L)
+            for pull in report.pulls:
+                bandit.update(pull.layer, pull.leaf, pull.xi_sum / pull.count, max(info.bandit_t, 1), pull.count)
+        self.sketches[report.client_id] = [tensors[sketch_name(l)] for l in range(L)]
+        if report.task_finished:
+            final = [tensors[f"final.{l}"] for l in range(L)]
+            adapter = {l: {p: tensors[f"adapter.{l}.{p}"] for p in ("A", "B")} for l in range(L)}
+            self.leaves.write(report.task_key, report.client_id, int(report.task_index), int(report.num_examples),
+                              adapter, final)
+            self.index.add(report.task_key, final, weight=float(report.num_examples))
+            self.sketches.pop(report.client_id, None)
+
+    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+        if not self.fed.share_layers:
+            return []
+        sketch = self.sketches.get(client)
+        if len(self.index) == 0 or sketch is None:
+            return [""]
+        return [n.path for n in self.index.locate(sketch)]
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        tree, counters = self.index.state(set(self.leaves.records))
+        meta = {"bandits": {c: b.state() for c, b in self.bandits.items()}, "warm": self.warm, **counters}
+        return {"tree": tree, "sketches": self.sketches}, meta, list(self.leaves.records.values())
+
+    def load_state_dict(self, blob: dict[str, Any], meta: dict[str, Any], leaves: list[dict[str, Any]],
+                        num_layers: int) -> None:
+        self.leaves.records = {r["key"]: r for r in leaves}
+        self.index.load(blob["tree"], meta, lambda key: self.leaves.sketch(key, num_layers))
+        self.sketches = blob["sketches"]
+        for c, b in meta["bandits"].items():
+            self._bandit(c, num_layers).load_state(b)
+        self.warm = meta["warm"]
+
+    def results(self) -> dict[str, Any]:
+        return {"leaves": list(self.leaves.records), "tree": self.index.render()}
+
+
+class FedAvgLoRA(Strategy):
+    """FedAvg-LoRA: every layer averaged over every client that reported this round."""
+
+    name = "fedavg-lora"
+
+    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+        return ["*"] * state.num_layers
+
+
+class LocalOnly(Strategy):
+    """No sharing at all; reports carry counts and metrics only."""
+
+    name = "local-only"
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (TreeLoRAFed, FedAvgLoRA, LocalOnly)}
+
+
+def make_strategy(fed: FedSettings, out_dir: Path) -> Strategy:
+    """The strategy of the run config's method."""
+    return STRATEGIES[fed.method](fed, out_dir)

@@ -1,0 +1,35 @@
+"""Scenarios: who trains which stream task when, and disjoint data shards among a task's holders."""
+
+import pytest
+
+from treelora.fed.scenarios import holders, make_schedule, shard
+from treelora.streams import Example
+
+
+def test_schedules_per_scenario():
+    assert make_schedule("identical", 2, 4, 8, 3, 2).tasks == (0, 1, 2)
+    assert [make_schedule("staggered", c, 4, 8, 3, 2).tasks for c in range(4)] == [
+        (0, 1, 2), (2, 3, 4), (4, 5, 6), (6, 7, 0)]
+    fam = [make_schedule("families", c, 6, 8, 2, 1, families=3).tasks for c in range(6)]
+    assert fam[0] == fam[3] and fam[1] == fam[4] and fam[2] == fam[5] and len({fam[0], fam[1], fam[2]}) == 3
+    s = make_schedule("staggered", 0, 2, 8, 2, 3)
+    assert s.total_rounds == 6
+    assert [s.position(r) for r in range(1, 8)] == [(0, False), (0, False), (0, True), (1, False), (1, False),
+                                                    (1, True), None]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        make_schedule("random", 0, 2, 8, 2, 2)
+    with pytest.raises(ValueError, match="tasks-per-client must be in 1..8"):
+        make_schedule("identical", 0, 2, 8, 9, 2)
+    with pytest.raises(ValueError, match="rounds are 1-based"):
+        s.position(0)
+
+
+def test_holders_and_disjoint_balanced_shards():
+    assert holders(0, "families", 6, 8, 2, 1, families=3) == [0, 3]
+    assert holders(1, "staggered", 4, 8, 3, 2) == [0]
+    examples = [Example(text=f"x{i}", label=i % 3) for i in range(30)]
+    parts = [shard(examples, c, 3, seed=0) for c in range(3)]
+    texts = [{e.text for e in p} for p in parts]
+    assert sum(map(len, texts)) == 30 and not (texts[0] & texts[1] or texts[1] & texts[2] or texts[0] & texts[2])
+    assert all({e.label for e in p} == {0, 1, 2} for p in parts)
+    assert shard(examples, 1, 3, seed=0) == parts[1] and shard(examples, 1, 3, seed=1) != parts[1]
