@@ -122,7 +122,7 @@ def breakdown(learner: Any, batches: list[dict[str, torch.Tensor]], reps: int) -
         learner.optimizer.zero_grad(set_to_none=True)
         # the l1-grad path, piece by piece
         t0 = time.perf_counter()
-        choices = learner.selector.select_all(t)
+        choices = learner.selector.select_all(t, learner._step_in_epoch + 1)
         targets = [learner.tree.entries[k].signature[l] for l, k in enumerate(choices)]
         t1 = time.perf_counter()
         parts["selection"].append(t1 - t0)
@@ -146,7 +146,7 @@ def breakdown(learner: Any, batches: list[dict[str, torch.Tensor]], reps: int) -
         t0 = time.perf_counter()
         detached = [g.detach() for g in layer_g]
         learner.signature.observe(detached)
-        xi = learner._observed_distances(choices, targets, detached)
+        xi = learner.selector.observed_distances(targets, learner.signature.step_vectors(detached))
         learner.selector.update_all(choices, xi, t)
         t1 = time.perf_counter()
         parts["signature_xi_update"].append(t1 - t0)

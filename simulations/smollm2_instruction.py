@@ -45,7 +45,7 @@ def build(args: argparse.Namespace, method: str, stream, overrides: dict):
         progress=not args.no_progress,
         **overrides,
     )
-    attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
+    attn = cfg.attn_implementation
     t0 = time.perf_counter()
     backbone = load_backbone(args.backbone, seed=args.seed, attn_implementation=attn)
     learner = ContinualLearner(backbone, stream.num_classes(), cfg, stream=stream)

@@ -83,8 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         for method in args.method:
             cfg = make_config(method, seed=seed, **overrides)
             print(f"== {method} seed {seed}: {len(stream.tasks)} tasks of {stream.name} on {args.backbone}", flush=True)
-            attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
-            backbone = load_backbone(args.backbone, seed=seed, attn_implementation=attn, device=cfg.device)
+            backbone = load_backbone(args.backbone, seed=seed, attn_implementation=cfg.attn_implementation,
+                                     device=cfg.device)
             learner = ContinualLearner(backbone, stream.num_classes(), cfg, stream=stream)
             t0 = time.perf_counter()
             results = learner.run_stream(stream, epochs=per_task)

@@ -1,9 +1,11 @@
 """Every knob of the continual learner in one place, with its unit and default.
 
-A method name (``treelora``, ``treelora-official``, ``seqlora``, ``olora``, ``ewc``) selects a preset; any field
-can then be overridden. The presets encode DESIGN.md §2: the paper's reading (``treelora``) and the released
-code's reading (``treelora-official``, see RELEASED_VARIANT.md) differ in signature kind, tree split, selection
-rule, regulariser and BWT form.
+A method name (``treelora``, ``treelora-official``, ``seqlora``, ``olora``, ``ewc``: the names registered in
+:data:`treelora.methods.METHOD_REGISTRY`) selects that method's preset; any field can then be overridden. The
+presets encode DESIGN.md §2: the paper's reading (``treelora``) and the released code's reading
+(``treelora-official``, see RELEASED_VARIANT.md) differ in signature kind, tree split, selection rule,
+regulariser and BWT form. Method, selector and regulariser names are checked against their registries, so a
+variant registered later (a test's, a plug-in's) is accepted without editing this file.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("treelora", "treelora-official", "seqlora", "olora", "ewc")
+from .methods import METHOD_REGISTRY
+from .registry import Registry
+from .regularizers import REGULARIZER_REGISTRY
+from .selectors import SELECTOR_REGISTRY
+
 SIGNATURES = ("grad", "weights")
 SPLITS = ("l1-median", "dot-consecutive")
-SELECTORS = ("tree-lcb", "flat-lcb", "official-softmax", "none")
-REGULARIZERS = ("l1-grad", "l1-grad-fd", "official", "none")
-
-
 PRECISIONS = ("auto", "bf16", "fp32")
 L1_REDUCTIONS = ("sum", "mean")
+
 
 @dataclass
 class LearnerConfig:
     """Hyper-parameters of one continual-learning run (units in the comments)."""
 
-    method: str = "treelora"
+    method: str = "treelora"  # a name in treelora.methods.METHOD_REGISTRY (its preset fills the fields below)
     # --- adapter ---
     lora_r: int = 8  # rank
     lora_alpha: float = 32.0  # LoRA scale numerator (scale = alpha / r)
@@ -46,8 +49,8 @@ class LearnerConfig:
     signature: str = "grad"  # "grad" (paper) | "weights" (released code)
     signature_scale_by_layers: bool = False  # released code adds A/T L times per step (a uniform scale)
     split: str = "l1-median"  # "l1-median" (paper) | "dot-consecutive" (released code)
-    selector: str = "tree-lcb"  # "tree-lcb" | "flat-lcb" | "official-softmax" | "none"
-    regularizer: str = "l1-grad"  # "l1-grad" | "l1-grad-fd" | "official" | "none"
+    selector: str = "tree-lcb"  # a name in treelora.selectors.SELECTOR_REGISTRY
+    regularizer: str = "l1-grad"  # a name in treelora.regularizers.REGULARIZER_REGISTRY
     lam: float = 0.5  # regulariser weight λ (0.1 vision / 0.5 language in the paper)
     lcb_c: float = 2.0  # exploration constant c of the LCB
     tree_delta: float = 0.1  # smoothness slack δ_0 of an internal node (in units of the layer's mean loss)
@@ -80,12 +83,12 @@ class LearnerConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field whose value is out of range."""
-        choices = {
-            "method": METHODS,
+        choices: dict[str, tuple[str, ...] | Registry] = {
+            "method": METHOD_REGISTRY,
             "signature": SIGNATURES,
             "split": SPLITS,
-            "selector": SELECTORS,
-            "regularizer": REGULARIZERS,
+            "selector": SELECTOR_REGISTRY,
+            "regularizer": REGULARIZER_REGISTRY,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -108,35 +111,30 @@ class LearnerConfig:
         if self.lr <= 0 or self.head_lr <= 0:
             raise ValueError("lr and head_lr must be > 0")
 
+    @property
+    def attn_implementation(self) -> str:
+        """The attention kernel to load the backbone with: ``eager`` when the regulariser differentiates through
+        attention twice (PyTorch's CPU SDPA has no double backward), else ``sdpa``."""
+        return "eager" if REGULARIZER_REGISTRY.get(self.regularizer).needs_eager_attention else "sdpa"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (tuples become lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "treelora": dict(signature="grad", split="l1-median", selector="tree-lcb", regularizer="l1-grad"),
-    "treelora-official": dict(
-        signature="weights",
-        split="dot-consecutive",
-        selector="official-softmax",
-        regularizer="official",
-        signature_scale_by_layers=False,
-    ),
-    "seqlora": dict(signature="grad", selector="none", regularizer="none"),
-    "olora": dict(signature="grad", selector="none", regularizer="none"),
-    "ewc": dict(signature="grad", selector="none", regularizer="none"),
-}
+# the methods registered when this module loads (the built-ins); make_config and validate ask the registry itself
+METHODS: tuple[str, ...] = METHOD_REGISTRY.names()
+PRESETS: dict[str, dict[str, Any]] = {name: dict(METHOD_REGISTRY.get(name).preset) for name in METHODS}
 
 
 def make_config(method: str = "treelora", **overrides: Any) -> LearnerConfig:
     """Config of the named method's preset, with ``overrides`` applied on top (unknown keys are an error)."""
-    if method not in PRESETS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    preset = METHOD_REGISTRY.get(method).preset
     known = {f.name for f in dataclasses.fields(LearnerConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
-    values = {**PRESETS[method], **{k: v for k, v in overrides.items() if v is not None}, "method": method}
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}, "method": method}
     for key in ("betas", "target_modules"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])

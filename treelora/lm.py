@@ -2,7 +2,7 @@
 
 :class:`InstructionLM` is the task model the learner builds for a ``causal-lm`` backbone when
 ``LearnerConfig.lm_mode == "generate"`` (the default). It implements the same interface as
-:class:`treelora.learner.ClassifierModel` — ``encode`` / ``loss`` / ``predict`` — and has **no** ``head``, so only
+:class:`treelora.task_model.ClassifierModel` — ``encode`` / ``loss`` / ``predict`` — and has **no** ``head``, so only
 the LoRA parameters train.
 
 Prompts

@@ -11,16 +11,22 @@
 
 Each backward function leaves the total gradient in ``.grad`` and returns the per-layer gradient of the plain
 task loss (for the signature and the bandit's observed distance) and the regulariser's value.
+
+The learner picks a regulariser by name from :data:`REGULARIZER_REGISTRY`: each is a :class:`Regularizer` class
+whose :meth:`~Regularizer.backward` performs a step's backward from a :class:`StepContext`. A new variant is a new
+registered class; the learner needs no change.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
 from .adapters import LayerwiseLoRA
+from .registry import Registry
 
 
 def _layer_vectors(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -144,3 +150,89 @@ def official_loss(
     sign = 1.0 if float(r.detach()) >= 0 else -1.0
     total = loss - lam_t * loss.detach() * r / (r.detach() + eps * sign)
     return total, float(r.detach())
+
+
+# ---------------------------------------------------------------------------------------------- hook classes
+@dataclass
+class StepContext:
+    """What a regulariser sees of one training step."""
+
+    task_loss: Callable[[], torch.Tensor]  # the step's task loss; every call replays the step's RNG (dropout)
+    lora: LayerwiseLoRA
+    head: list[nn.Parameter]  # other trainable parameters (the class head); their gradient is the task loss's
+    targets: list[torch.Tensor | None]  # per layer: the chosen earlier task's signature G_{k_l}[l], or None
+    lam: float  # λ
+    step_in_epoch: int  # 1-based; with steps_in_epoch the position of the released regulariser's λ ramp
+    steps_in_epoch: int
+    reduction: str  # l1-grad distance per layer: "sum" | "mean"
+    fd_eps: float  # l1-grad-fd's finite-difference step
+
+
+def plain_step(ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The unregularised step: task loss, ordinary backward; returns (task loss, per-layer LoRA gradients)."""
+    loss = ctx.task_loss()
+    grads, _ = plain_backward(loss, ctx.lora)
+    return loss, grads
+
+
+class Regularizer:
+    """One regulariser: performs a step's backward, leaving the total gradient in ``.grad``.
+
+    The learner calls :meth:`backward` on steps where a target exists, ``reg_every`` divides the step and λ > 0;
+    on every other step it calls :func:`plain_step`."""
+
+    name: ClassVar[str] = ""
+    needs_eager_attention: ClassVar[bool] = False  # differentiates through attention twice (double backward)
+
+    def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Returns the plain task loss (the reported loss) and the per-layer gradients of that loss."""
+        return plain_step(ctx)
+
+
+REGULARIZER_REGISTRY: Registry[type[Regularizer]] = Registry("regularizer")
+
+
+@REGULARIZER_REGISTRY.register("l1-grad")
+class L1Grad(Regularizer):
+    """Paper Eq. 3, exact: double backward through the LoRA gradient."""
+
+    needs_eager_attention = True
+
+    def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss = ctx.task_loss()
+        grads, _ = l1_grad_backward(loss, ctx.lora, ctx.head, ctx.targets, ctx.lam, ctx.reduction)
+        return loss, grads
+
+
+@REGULARIZER_REGISTRY.register("l1-grad-fd")
+class L1GradFD(Regularizer):
+    """Paper Eq. 3 with a finite-difference Hessian-vector product (any attention kernel)."""
+
+    def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        first: list[torch.Tensor] = []
+
+        def recorded_loss() -> torch.Tensor:
+            value = ctx.task_loss()
+            first.append(value.detach())
+            return value
+
+        grads, _ = l1_grad_fd_backward(recorded_loss, ctx.lora, ctx.head, ctx.targets, ctx.lam, ctx.fd_eps,
+                                       ctx.reduction)
+        return first[0], grads
+
+
+@REGULARIZER_REGISTRY.register("official")
+class Official(Regularizer):
+    """The released code's regulariser with its λ ramp ``λ_t = λ·(step_in_epoch − 1)/steps_in_epoch``."""
+
+    def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss = ctx.task_loss()
+        lam_t = ctx.lam * (ctx.step_in_epoch - 1) / ctx.steps_in_epoch
+        total, _ = official_loss(loss, ctx.lora, ctx.targets, lam_t)
+        grads, _ = plain_backward(total, ctx.lora)
+        return loss, grads
+
+
+@REGULARIZER_REGISTRY.register("none")
+class NoRegularizer(Regularizer):
+    """No regulariser: every step is :func:`plain_step`."""

@@ -11,6 +11,8 @@ Both reset at every epoch start, so the value after the last epoch is the stored
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .adapters import LayerwiseLoRA
@@ -70,3 +72,22 @@ class SignatureAccumulator:
         if self._acc is None:
             raise RuntimeError("no step observed: a signature needs at least one training step")
         return [a.detach().to("cpu", torch.float32, copy=True) for a in self._acc]
+
+    def step_vectors(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What a step's observed distance ξ compares with a stored signature: the step's gradients (``grad``), or
+        the running signature ``c`` (``weights``, as released)."""
+        if self.kind == "weights":
+            if self._acc is None:
+                raise RuntimeError("the weights signature has no running value before its first observed step")
+            return self._acc
+        return grads
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running value and counters (CPU tensors and plain python), for checkpoints."""
+        acc = None if self._acc is None else [a.detach().to("cpu", copy=True) for a in self._acc]
+        return {"acc": acc, "count": self.count, "steps_per_epoch": self.steps_per_epoch}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict` output, the running value onto ``device``."""
+        self._acc = None if state["acc"] is None else [a.to(device, copy=True) for a in state["acc"]]
+        self.count, self.steps_per_epoch = int(state["count"]), int(state["steps_per_epoch"])

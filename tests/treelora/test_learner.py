@@ -8,18 +8,14 @@ from treelora.config import METHODS, make_config
 from treelora.learner import ContinualLearner
 from treelora.streams import load_stream
 
+from .learners import assert_same, round_trip
+from .learners import make_learner as make
+from .learners import tiny_stream
+
 
 @pytest.fixture(scope="module")
 def stream():
-    s = load_stream("synthetic-text", train_per_class=24, test_per_class=8)
-    s.tasks = s.tasks[:2]
-    return s
-
-
-def make(method: str, stream, **kw) -> ContinualLearner:
-    cfg = make_config(method, epochs=2, batch_size=8, max_length=12, progress=False, lr=5e-3, **kw)
-    attn = "eager" if cfg.regularizer == "l1-grad" else "sdpa"
-    return ContinualLearner(load_backbone("tiny-bert", seed=0, attn_implementation=attn), stream.num_classes(), cfg)
+    return tiny_stream()
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -166,3 +162,73 @@ def test_precision_defaults_to_fp32_on_cpu_and_rejects_unknown_values(stream):
     assert make("seqlora", stream, precision="fp32").autocast_dtype is None
     with pytest.raises(ValueError, match="precision='fp16' is not one of auto, bf16, fp32"):
         make_config("seqlora", precision="fp16")
+
+
+def _steps(learner, stream, plan, seed=0):
+    """Train ``plan`` = [(task index, steps, close?)] with a fixed torch seed per step; returns the losses."""
+    from treelora.data import iterate_batches
+
+    losses = []
+    for j, n, close in plan:
+        task = stream.tasks[j]
+        if learner.current is None:
+            learner.begin_task(f"t{j}", task.classes)
+            learner.start_epoch(6)
+        batches = list(iterate_batches(learner.encode(task.train), 8, shuffle=True, seed=j))
+        for i in range(n):
+            torch.manual_seed(seed + 100 * j + i)  # dropout: both learners of a comparison draw the same masks
+            losses.append(learner.train_step(batches[(learner._step_in_task) % len(batches)]))
+        if close:
+            learner.end_task()
+    return losses
+
+
+@pytest.mark.parametrize("method", ["treelora", "treelora-official", "ewc"])
+def test_state_dict_round_trips_mid_task_and_training_continues_identically(method, stream):
+    a = make(method, stream)
+    _steps(a, stream, [(0, 3, True), (1, 2, False)])
+    state = a.state_dict()
+    assert state["format"] == 2 and set(state["method_state"]) == ({"fisher", "anchor", "sq", "count"}
+                                                                   if method == "ewc" else set())
+    b = make(method, stream)
+    b.load_state_dict(round_trip(state))
+    assert_same(b.state_dict(), a.state_dict())
+    if method == "treelora-official":
+        return  # its sampler draws from a numpy generator the checkpoint does not hold: it restarts from the seed
+    assert _steps(a, stream, [(1, 3, True)], seed=7) == _steps(b, stream, [(1, 3, True)], seed=7)
+    assert_same(_untimed(b.state_dict()), _untimed(a.state_dict()))
+
+
+def _untimed(state):
+    """``state`` without the records' wall-clock times (they differ between two runs of the same steps)."""
+    records = {k: {f: v for f, v in r.items() if not f.endswith("_time_s")} for k, r in state["records"].items()}
+    return {**state, "records": records}
+
+
+def test_olora_state_restores_before_a_merge_and_refuses_after(stream):
+    a = make("olora", stream)
+    _steps(a, stream, [(0, 2, False)])
+    b = make("olora", stream)
+    b.load_state_dict(round_trip(a.state_dict()))
+    assert_same(b.state_dict(), a.state_dict())
+    _steps(a, stream, [(0, 1, True), (1, 1, False)])  # task 1 merged task 0's LoRA into the base
+    merged = a.state_dict()
+    assert all(len(prev) == 1 for prev in merged["method_state"]["prev"])
+    before = b.state_dict()
+    with pytest.raises(ValueError, match="olora state cannot be restored"):
+        b.load_state_dict(merged)
+    assert_same(b.state_dict(), before)  # refused before anything changed
+
+
+def test_olora_has_no_task_aware_inference(stream):
+    learner = make("olora", stream, task_aware=True, epochs=1)
+    with pytest.raises(ValueError, match="task-aware inference is not available for olora"):
+        learner.run_stream(stream)
+
+
+def test_state_of_another_method_or_format_is_refused(stream):
+    state = make("seqlora", stream).state_dict()
+    with pytest.raises(ValueError, match="for method 'seqlora'"):
+        make("ewc", stream).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"format 1\)"):
+        make("seqlora", stream).load_state_dict({**state, "format": 1})

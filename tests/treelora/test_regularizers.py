@@ -3,7 +3,15 @@ import torch
 from torch import nn
 
 from treelora.adapters import LayerwiseLoRA
-from treelora.regularizers import l1_grad_backward, l1_grad_fd_backward, official_loss
+from treelora.regularizers import (
+    REGULARIZER_REGISTRY,
+    Regularizer,
+    StepContext,
+    l1_grad_backward,
+    l1_grad_fd_backward,
+    official_loss,
+    plain_step,
+)
 
 
 class Tiny(nn.Module):
@@ -125,3 +133,90 @@ def test_official_keeps_sign_of_r_near_zero():
     loss = loss_fn(lora, x, y)
     total, r = official_loss(loss, lora, [t0, None], 0.5)
     assert torch.isfinite(total)
+
+
+# ---------------------------------------------------------------------------------------------- hook classes
+
+
+def context(lora, x, y, targets, calls=None, **kw):
+    def task_loss():
+        if calls is not None:
+            calls.append(1)
+        return loss_fn(lora, x, y)
+
+    values = dict(lam=0.7, step_in_epoch=3, steps_in_epoch=4, reduction="sum", fd_eps=1e-6, **kw)
+    return StepContext(task_loss=task_loss, lora=lora, head=[], targets=targets, **values)
+
+
+def grads_of(lora):
+    out = [p.grad.clone() for p in lora.parameters()]
+    for p in lora.parameters():
+        p.grad = None
+    return out
+
+
+@pytest.mark.parametrize("name", ["l1-grad", "l1-grad-fd"])
+def test_l1_hooks_perform_the_backward_of_their_function(name):
+    lora, x, y, targets = setup(5)
+    calls: list[int] = []
+    loss, layer_grads = REGULARIZER_REGISTRY.get(name)().backward(context(lora, x, y, targets, calls))
+    got = grads_of(lora)
+    if name == "l1-grad":
+        l1_grad_backward(loss_fn(lora, x, y), lora, [], targets, 0.7, "sum")
+    else:
+        l1_grad_fd_backward(lambda: loss_fn(lora, x, y), lora, [], targets, 0.7, 1e-6, "sum")
+    assert all(torch.equal(g, w) for g, w in zip(got, grads_of(lora)))
+    assert len(calls) == (1 if name == "l1-grad" else 2)
+    assert float(loss) == float(loss_fn(lora, x, y))  # the plain task loss is what is reported
+    plain = torch.autograd.grad(loss_fn(lora, x, y), lora.parameters())
+    assert torch.allclose(layer_grads[0], torch.cat([plain[0].flatten(), plain[1].flatten()]))
+
+
+def test_official_hook_ramps_lambda_over_the_epoch():
+    lora, x, y, _ = setup(6)
+    targets = [torch.randn(d, dtype=torch.float64) for d in lora.a_dims()]
+    loss, _ = REGULARIZER_REGISTRY.get("official")().backward(context(lora, x, y, targets))
+    got = grads_of(lora)
+    total, _ = official_loss(loss_fn(lora, x, y), lora, targets, 0.7 * (3 - 1) / 4)
+    total.backward()
+    assert all(torch.equal(g, w) for g, w in zip(got, grads_of(lora)))
+    assert float(loss) == float(loss_fn(lora, x, y))
+
+
+def test_none_and_plain_step_are_the_ordinary_backward():
+    lora, x, y, targets = setup(7)
+    REGULARIZER_REGISTRY.get("none")().backward(context(lora, x, y, targets))
+    none = grads_of(lora)
+    plain_step(context(lora, x, y, targets))
+    plain = grads_of(lora)
+    loss_fn(lora, x, y).backward()
+    assert all(torch.equal(a, c) and torch.equal(b, c) for a, b, c in zip(none, plain, grads_of(lora)))
+    assert [n for n in REGULARIZER_REGISTRY.names() if REGULARIZER_REGISTRY.get(n).needs_eager_attention] == [
+        "l1-grad"]
+
+
+def test_a_regulariser_registered_in_a_test_is_used_by_the_learner_by_name():
+    from .learners import make_learner, tiny_stream
+
+    calls: list[int] = []
+
+    @REGULARIZER_REGISTRY.register("double-loss")
+    class DoubleLoss(Regularizer):
+        """Scales the task loss by 2 (a stand-in for a new regulariser)."""
+
+        def backward(self, ctx):
+            assert all(t is not None for t in ctx.targets)  # called only on steps that have targets
+            calls.append(ctx.step_in_epoch)
+            loss = ctx.task_loss()
+            (2 * loss).backward()
+            return loss, ctx.lora.grad_vectors()
+
+    stream = tiny_stream()
+    try:
+        learner = make_learner("treelora", stream, epochs=1, regularizer="double-loss")
+        assert learner.cfg.attn_implementation == "sdpa" and isinstance(learner.regularizer, DoubleLoss)
+        res = learner.run_stream(stream)
+    finally:
+        REGULARIZER_REGISTRY.unregister("double-loss")
+    assert calls == [1, 2, 3, 4, 5, 6]  # every step of the second task; the first has nothing stored to look at
+    assert sum(res["chosen_per_task"][1].values()) == 6 * learner.lora.num_layers
