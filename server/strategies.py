@@ -27,7 +27,8 @@ from protos import treelora_fed_pb2 as pb
 from protos.wire import ProtocolError, cand_name, parse_report, sketch_name, validate_tensors, warm_name
 from treelora.bandit import TreeLCBBandit
 from treelora.fed.keys import owns
-from treelora.fed.methods import FED_METHODS, FedMethod
+from treelora.fed.methods import FedMethod, fed_method
+from treelora.registry import Registry
 from treelora.fed.settings import FedSettings
 
 from .aggregation import Adapter
@@ -37,7 +38,9 @@ from .leaf_store import LeafStore
 if TYPE_CHECKING:
     from .state import ClientInfo, GlobalState
 
-__all__ = ["Strategy", "TreeLoRAFed", "FedAvgLoRA", "LocalOnly", "STRATEGIES", "make_strategy"]
+__all__ = ["Strategy", "TreeLoRAFed", "FedAvgLoRA", "LocalOnly", "STRATEGY_REGISTRY", "make_strategy"]
+
+STRATEGY_REGISTRY: Registry[type["Strategy"]] = Registry("federated strategy")
 
 
 class Strategy:
@@ -47,7 +50,7 @@ class Strategy:
 
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         self.fed = fed
-        self.method: type[FedMethod] = FED_METHODS[self.name]
+        self.method: type[FedMethod] = fed_method(self.name)
 
     # ------------------------------------------------------------------ train
     def configure_train(self, state: "GlobalState", client: str, info: "ClientInfo | None"
@@ -112,10 +115,9 @@ class Strategy:
         return {"leaves": [], "tree": None}
 
 
+@STRATEGY_REGISTRY.register("treelora")
 class TreeLoRAFed(Strategy):
     """TreeLoRA-Fed (see the module docstring)."""
-
-    name = "treelora"
 
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         super().__init__(fed, out_dir)
@@ -225,24 +227,19 @@ class TreeLoRAFed(Strategy):
         return {"leaves": list(self.leaves.records), "tree": self.index.render()}
 
 
+@STRATEGY_REGISTRY.register("fedavg-lora")
 class FedAvgLoRA(Strategy):
     """FedAvg-LoRA: every layer averaged over every client that reported this round."""
-
-    name = "fedavg-lora"
 
     def group_ids(self, state: "GlobalState", client: str) -> list[str]:
         return ["*"] * state.num_layers
 
 
+@STRATEGY_REGISTRY.register("local-only")
 class LocalOnly(Strategy):
     """No sharing at all; reports carry counts and metrics only."""
-
-    name = "local-only"
-
-
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (TreeLoRAFed, FedAvgLoRA, LocalOnly)}
 
 
 def make_strategy(fed: FedSettings, out_dir: Path) -> Strategy:
     """The strategy of the run config's method."""
-    return STRATEGIES[fed.method](fed, out_dir)
+    return STRATEGY_REGISTRY.get(fed.method)(fed, out_dir)

@@ -157,7 +157,7 @@ def test_resume_after_server_crash_loses_nothing(tmp_path):
     finally:
         GlobalState.checkpoint = original  # type: ignore[method-assign]
     saved = GlobalState.resume(fed, tmp_path / "server")
-    assert saved.round == 2 and len(saved.leaves) == 3
+    assert saved.round == 2 and len(saved.strategy.leaves) == 3
     resumed_fed = FedSettings.from_run_config({**BASE, "out-dir": str(tmp_path / "server"), "resume": True})
     res = run(grid, resumed_fed, progress=False)
     assert res["rounds"] == 4 and len(res["leaves"]) == 6 and not res["errors"]
@@ -223,13 +223,13 @@ def test_a_new_run_does_not_reuse_another_runs_client_state(tmp_path):
 
 def test_node_config_precision_reaches_the_learner(tmp_path):
     """A GPU node's ``precision`` (here bf16 autocast on the CPU) travels from the node config to its learner."""
-    from client import node as client_node
+    from client import learner_cache
 
     rc = dict(BASE, **{"out-dir": str(tmp_path / "server"), "num-rounds": 1})
     grid = LocalGrid(client_app, 2, run_config=rc, state_dir=str(tmp_path / "clients"),
                      node_config={2: {"precision": "bf16", "device": "cpu"}})
     res = run(grid, FedSettings.from_run_config(rc), progress=False)
     assert res["rounds"] == 1 and not res["errors"]
-    used = {key[-2:]: learner.autocast_dtype for key, (learner, _) in client_node._LEARNERS.items()
-            if key[0] == "tiny-bert"}
+    used = {(learner.cfg.device, learner.cfg.precision): learner.autocast_dtype
+            for learner, _ in learner_cache._LEARNERS.values() if learner.backbone_name == "tiny-bert"}
     assert used[(None, "auto")] is None and used[("cpu", "bf16")] is torch.bfloat16

@@ -8,7 +8,8 @@ import torch
 
 from treelora.fed.settings import FedSettings
 from protos.wire import parse_checkpoint
-from server.state import CHECKPOINT, GlobalState
+from server.checkpoint import CHECKPOINT
+from server.state import GlobalState
 from simulations.bench_common import SynthFed
 from treelora.tree import TaskTree
 

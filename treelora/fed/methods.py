@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["FedMethod", "FED_METHODS", "fed_method"]
+from ..registry import Registry
+
+__all__ = ["FedMethod", "FED_METHOD_REGISTRY", "fed_method"]
+
+FED_METHOD_REGISTRY: Registry[type["FedMethod"]] = Registry("federated method")
 
 
 class FedMethod:
@@ -30,36 +34,30 @@ class FedMethod:
         return local_method
 
 
+@FED_METHOD_REGISTRY.register("treelora")
 class TreeLoRAFed(FedMethod):
     """TreeLoRA-Fed: a global tree over every finished (client, task); candidates, sharing groups and warm starts
     from it. Clients send adapters and the sketches the tree is built from."""
 
-    name = "treelora"
     sends_sketches = True
 
 
+@FED_METHOD_REGISTRY.register("fedavg-lora")
 class FedAvgLoRA(FedMethod):
     """FedAvg-LoRA: one global LoRA averaged over all clients every round; sequential LoRA on each client."""
-
-    name = "fedavg-lora"
 
     @classmethod
     def learner_method(cls, local_method: str) -> str:
         return "seqlora"
 
 
+@FED_METHOD_REGISTRY.register("local-only")
 class LocalOnly(FedMethod):
     """No communication: each client learns alone; only counts and metrics leave a node."""
 
-    name = "local-only"
     sends_adapters = False
-
-
-FED_METHODS: dict[str, type[FedMethod]] = {m.name: m for m in (TreeLoRAFed, FedAvgLoRA, LocalOnly)}
 
 
 def fed_method(name: str) -> type[FedMethod]:
     """The method registered under ``name``; ValueError naming the known ones otherwise."""
-    if name not in FED_METHODS:
-        raise ValueError(f"method={name!r} is not one of {', '.join(FED_METHODS)}")
-    return FED_METHODS[name]
+    return FED_METHOD_REGISTRY.get(name)

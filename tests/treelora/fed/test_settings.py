@@ -22,7 +22,7 @@ def test_run_config_parses_types_and_names_unknown_keys():
         FedSettings(rebuild_growth=-1.0)
     with pytest.raises(ValueError, match="l1-reduction must be sum or mean"):
         FedSettings.from_run_config({"l1-reduction": "max"})
-    with pytest.raises(ValueError, match="method='fedprox' is not one of treelora, fedavg-lora, local-only"):
+    with pytest.raises(ValueError, match="unknown federated method 'fedprox'; known: treelora, fedavg-lora, local-only"):
         FedSettings(method="fedprox")
     with pytest.raises(ValueError, match="scenario must be one of"):
         FedSettings(scenario="random")
@@ -43,7 +43,7 @@ def test_learner_config_takes_every_shared_field_and_the_method_preset():
     shared = {f.name for f in dataclasses.fields(FedSettings)} & {f.name for f in dataclasses.fields(LearnerConfig)}
     assert LEARNER_KEYS == shared - {"method"}
     fed = FedSettings(batch_size=7, leaf_size=2, lcb_c=0.5, lam=0.1, lr=2e-3, head_lr=3e-2, max_length=20,
-                      seed=5, rebuild_every=3, l1_reduction="mean", threads=1)
+                      seed=5, rebuild_every=3, l1_reduction="mean", regularizer="l1-grad-fd", threads=1)
     cfg = fed.learner_config(device="cpu", precision="fp32")
     for name in LEARNER_KEYS:
         assert getattr(cfg, name) == getattr(fed, name), name
