@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simulations.run import run_config_overrides
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,18 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["treelora", "fedavg-lora", "local-only"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config key of the preset (a TOML value or a bare string)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "fed_accuracy"))
     args = p.parse_args(argv)
     preset = tomllib.loads((ROOT / "simulations" / f"{args.preset}.toml").read_text())
-    for item in args.set:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            p.error(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            preset[k] = tomllib.loads(f"v = {v}")["v"]
-        except tomllib.TOMLDecodeError:  # a bare word: a string (l1-reduction=mean)
-            preset[k] = v
+    try:
+        preset.update(run_config_overrides(args.set))  # the same --set as simulations.run
+    except ValueError as exc:
+        p.error(f"--set: {exc}")
     out = Path(args.out)
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:

@@ -56,6 +56,7 @@ from simulations.bench_common import (
     rss_mib,
     write_json,
 )
+from simulations.run import run_config_overrides
 
 TINY = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 1,
         "local-steps": 2, "batch-size": 8, "train-per-class": 64, "test-per-class": 8, "regularizer": "l1-grad-fd"}
@@ -322,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="bench_scale")
     ap.add_argument("--render-only", default=None, metavar="JSON", help="print the tables of an earlier run's JSON")
     args = ap.parse_args(argv)
+    try:
+        run_config_overrides(args.flwr_set)  # checked now, not after the other parts ran; passed on as typed
+    except ValueError as exc:
+        ap.error(f"--flwr-set: {exc}")
     if args.render_only:
         print(render(json.loads(Path(args.render_only).read_text())["parts"]))
         return 0

@@ -9,6 +9,11 @@ Sets what Flower needs offline: ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 ``uv sync``-s the dependencies and pulls a CUDA torch), a private ``FLWR_HOME`` under ``.flwr/`` and
 ``HF_HUB_OFFLINE=1``. Each method writes ``<out>/<method>/results.json`` (+ plots); the table goes to
 ``<out>/summary.md``.
+
+``--set KEY=VALUE`` (repeatable) overrides a run-config key of the preset: kebab-case keys of
+``treelora.fed.settings.FedSettings``, each value a TOML literal or a bare string (``--set l1-reduction=mean``,
+``--set lr=1e-3``; see ``treelora.overrides``), checked and typed before anything starts
+(:func:`run_config_overrides`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,21 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
+
+from treelora.fed.settings import FedSettings
+from treelora.overrides import coerce, parse_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_config_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items → ``{kebab-case run-config key: value typed as its FedSettings field}``.
+
+    Snake-case keys are accepted and written kebab-case. Raises ValueError naming a bad item, key or value.
+    """
+    values = coerce(FedSettings, parse_pairs(items), kebab=True)
+    return {name.replace("_", "-"): value for name, value in values.items()}
 
 
 def _superlinks() -> list[tuple[int, str]]:
@@ -69,15 +87,22 @@ def stop_superlink(pids: set[int]) -> None:
             pass
 
 
-def run_preset(preset: Path, method: str, clients: int, out: Path, env: dict[str, str], extra: dict[str, object]) -> Path:
-    """One ``flwr run`` of a preset with the method and output directory overridden; returns results.json."""
+def write_run_config(preset: Path, method: str, out: Path, extra: dict[str, object]) -> Path:
+    """``<out>/.<method>.toml``: the preset, then ``extra``, then the method and output directory."""
     config = tomllib.loads(preset.read_text())
     config.update(extra)
     config["method"] = method
     config["out-dir"] = str(out / method)
     run_cfg = out / f".{method}.toml"
     run_cfg.parent.mkdir(parents=True, exist_ok=True)
+    # JSON's str/int/float/bool literals are TOML's too (strings quoted and escaped)
     run_cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    return run_cfg
+
+
+def run_preset(preset: Path, method: str, clients: int, out: Path, env: dict[str, str], extra: dict[str, object]) -> Path:
+    """One ``flwr run`` of a preset with the method and output directory overridden; returns results.json."""
+    run_cfg = write_run_config(preset, method, out, extra)
     results = out / method / "results.json"
     results.unlink(missing_ok=True)
     cmd = ["flwr", "run", str(ROOT), "--run-config", str(run_cfg),
@@ -97,17 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["treelora", "fedavg-lora", "local-only"])
     p.add_argument("--clients", type=int, default=3, help="number of simulated SuperNodes")
     p.add_argument("--out", default=None, help="output directory (default runs/federated/<preset>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra run-config (TOML value)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra run-config (a TOML value or a bare string)")
     p.add_argument("--flwr-home", default=str(ROOT / ".flwr"), help="private FLWR_HOME (local SuperLink state)")
     args = p.parse_args(argv)
     preset = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "simulations" / f"{args.preset}.toml"
     if not preset.exists():
         raise SystemExit(f"no preset {preset}; presets: {', '.join(x.stem for x in (ROOT / 'simulations').glob('*.toml'))}")
     out = Path(args.out or ROOT / "runs" / "federated" / preset.stem).resolve()
-    extra = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        extra[key] = tomllib.loads(f"v = {value}")["v"]
+    try:
+        extra = run_config_overrides(args.set)
+    except ValueError as exc:
+        p.error(f"--set: {exc}")
     flwr_home = Path(args.flwr_home).resolve()
     env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
                HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")

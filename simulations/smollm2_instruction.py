@@ -26,25 +26,18 @@ from pathlib import Path
 import torch
 
 from treelora.backbones import load_backbone
-from treelora.cli import parse_overrides
-from treelora.config import METHODS, make_config
+from treelora.config import METHODS, LearnerConfig, make_config
 from treelora.data import iterate_batches
 from treelora.learner import ContinualLearner
+from treelora.overrides import coerce, parse_pairs
 from treelora.results import write_run
 from treelora.streams import load_stream
 
 
 def build(args: argparse.Namespace, method: str, stream, overrides: dict):
-    cfg = make_config(
-        method,
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        lm_mode="generate",
-        progress=not args.no_progress,
-        **overrides,
-    )
+    defaults = {"seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
+                "eval_batch_size": args.eval_batch_size, "lm_mode": "generate", "progress": not args.no_progress}
+    cfg = make_config(method, **{**defaults, **overrides})  # --set wins over the flags' values
     attn = cfg.attn_implementation
     t0 = time.perf_counter()
     backbone = load_backbone(args.backbone, seed=args.seed, attn_implementation=attn)
@@ -98,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
+    try:
+        overrides = coerce(LearnerConfig, parse_pairs(args.set or []), kebab=True)
+    except ValueError as exc:
+        p.error(f"--set: {exc}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.set or [])
     stream = load_stream(
         args.stream,
         seed=args.seed,

@@ -6,7 +6,8 @@
 
 ``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png,
 tree.txt) and ``<out>/summary.md`` + ``summary.json`` + ``acc.png`` over all of them. Any config field can be
-set with ``--set key=value`` (see ``treelora.config.LearnerConfig``).
+set with ``--set key=value`` (see ``treelora.config.LearnerConfig``; dashes allowed in keys; the value is a TOML
+literal or a bare string, see ``treelora.overrides``).
 """
 
 from __future__ import annotations
@@ -17,33 +18,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import ast
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import METHODS, config_fields, make_config
+from .config import METHODS, LearnerConfig, config_fields, make_config
+from .overrides import coerce, parse_pairs
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (dashes allowed in keys) → typed values; unknown keys are an error."""
-    fields = {f.name: f for f in config_fields()}
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in fields:
-            raise SystemExit(f"unknown config key {key!r}; known: {', '.join(sorted(fields))}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out[key] = value
-    return out
+    """``--set key=value`` items → ``{LearnerConfig field: typed value}``; a bad item exits naming it."""
+    try:
+        return coerce(LearnerConfig, parse_pairs(items), kebab=True)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from None
 
 
 def parse_epochs(text: str) -> tuple[int | None, list[int] | None]:

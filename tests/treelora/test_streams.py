@@ -296,6 +296,19 @@ def test_jsonl_task_without_test_and_empty_file(tmp_path: Path) -> None:
         load_stream(f"jsonl:{tmp_path / 'nope.jsonl'}")
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_jsonl_non_utf8_byte_names_file_line_and_offset(tmp_path: Path, newline: str) -> None:
+    ok, latin1 = json.dumps(_OK).encode(), json.dumps({**_OK, "text": "cafe"}).encode().replace(b"cafe", b"caf\xff")
+    raw = newline.encode().join([ok, b"", latin1, ok])  # the \xff byte (Latin-1 for "e acute") is on line 3
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError) as info:
+        load_jsonl_stream(path)
+    assert not isinstance(info.value, UnicodeDecodeError)  # a subclass of ValueError, but names no file or line
+    msg, offset = str(info.value), raw.index(b"\xff")
+    assert msg.startswith(f"{path}:3: not UTF-8: byte(s) ff at byte offset {offset} "), msg
+
+
 def test_wordnet_dir_override_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     from treelora.streams import find_wordnet_dir
 
