@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
+from ..overrides import coerce
 from .methods import FedMethod, fed_method
 from .scenarios import SCENARIOS
 
@@ -117,28 +118,12 @@ class FedSettings:
     # ------------------------------------------------------------------ parsing
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> "FedSettings":
-        """Parse kebab-case keys; unknown keys are an error naming the known ones."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in run_config.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                raise ValueError(
-                    f"unknown run-config key {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}"
-                )
-            default = known[name].default
-            try:
-                if isinstance(default, bool):
-                    value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-                elif isinstance(default, int):
-                    value = int(value)
-                elif isinstance(default, float):
-                    value = float(value)
-                else:
-                    value = str(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"run-config {key}={value!r}: expected {type(default).__name__}") from exc
-            values[name] = value
+        """Parse kebab-case keys typed by their field (:func:`treelora.overrides.coerce`); an unknown key or a
+        value of the wrong type is a ValueError naming it (and, for a key, the known ones)."""
+        try:
+            values = coerce(cls, run_config, kebab=True)
+        except ValueError as exc:
+            raise ValueError(f"run config: {exc}") from None
         return cls(**values)
 
     def to_run_config(self) -> dict[str, Any]:

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_run_config_parses_types_and_names_unknown_keys():
     fed = FedSettings.from_run_config({"local-steps": "4", "share-layers": "false", "rebuild-growth": "0.5"})
     assert fed.local_steps == 4 and fed.share_layers is False and fed.rebuild_growth == 0.5
-    with pytest.raises(ValueError, match="unknown run-config key 'local_step'"):
+    with pytest.raises(ValueError, match="run config: unknown key 'local_step' for FedSettings; known keys: method"):
         FedSettings.from_run_config({"local_step": 4})
+    with pytest.raises(ValueError, match="share-layers='maybe': expected bool"):
+        FedSettings.from_run_config({"share-layers": "maybe"})
     with pytest.raises(ValueError, match="rebuild-growth must be >= 0"):
         FedSettings(rebuild_growth=-1.0)
     with pytest.raises(ValueError, match="l1-reduction must be sum or mean"):
