@@ -17,10 +17,10 @@ import logging
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from protos.envelope import pack, pack_error, unpack
 from protos.wire import ProtocolError
 
 from .node import ClientNode
-from .records import pack, pack_error, unpack
 from .settings import FedSettings, NodeSettings
 
 app = ClientApp()

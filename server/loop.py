@@ -18,8 +18,8 @@ from typing import Any, Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from client.records import content_nbytes, pack, unpack
 from client.settings import FedSettings
+from protos.envelope import content_nbytes, pack, unpack
 from protos.wire import ProtocolError, parse_eval
 
 from .state import CHECKPOINT, GlobalState, RoundLog

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from client.client_app import app as client_app
-from client.records import unpack
 from client.settings import FedSettings
+from protos.envelope import unpack
 from protos import treelora_fed_pb2 as pb
 from server.local_grid import LocalGrid
 from server.loop import run

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from client.client_app import app as client_app
-from client.records import pack, unpack
 from client.settings import FedSettings
+from protos.envelope import pack, unpack
 from protos import treelora_fed_pb2 as pb
 from protos.wire import parse_report
 from server.local_grid import LocalGrid
