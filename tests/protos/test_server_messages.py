@@ -5,7 +5,9 @@
   layer count and adapter shapes and its sketch configuration;
 * ``validate_assignment`` over ``GlobalState.assignment()`` at a larger synthetic tree (several candidates per
   layer, warm starts chosen by ``ingest_probe``), without training;
-* ``validate_report`` over every ``train`` reply the real clients send that the server validates with it.
+* ``validate_report`` over every ``train`` reply the real clients send that the server validates with it;
+* ``validate_assignment`` against ``ClientNode._validate`` on faulty copies of a real message: the same decision
+  and code, except for the differences listed in KNOWN_DIFFERENCES (for whoever switches the client over).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from copy import deepcopy
 
 import pytest
+import numpy as np
 from flwr.app import Message
 
 from client.client_app import app as client_app
@@ -144,3 +147,78 @@ def test_global_state_assignments_at_a_larger_tree_pass(tmp_path):
         state.aggregate()
         state.round = rnd
     assert parts == {"cand", "share", "warm", "several-candidates"} and len(state.leaves) == 15
+
+
+def _outcome(check):
+    try:
+        check()
+    except ProtocolError as e:
+        return e.code, e.reason
+    return "accepted", ""
+
+
+def _mutations(a: pb.Assignment, arrays: dict) -> dict:
+    """Named faults of a real train message, each a function of (message copy, arrays copy)."""
+    shared = next(la.layer for la in a.layers if la.shared)
+    cand = next(n for n in arrays if n.startswith("cand."))
+    unshared = next((la.layer for la in a.layers if not la.shared), None)
+
+    def add_head(m, arr, names):
+        for n in names:
+            m.manifest.add(name=n, shape=[2], dtype="float32")
+            arr[n] = np.zeros(2, np.float32)
+
+    out = {
+        "valid": lambda m, arr: None,
+        "layer-range": lambda m, arr: setattr(m.layers[0], "layer", 99),
+        "layer-dup": lambda m, arr: m.layers.add(layer=m.layers[0].layer),
+        "kind": lambda m, arr: setattr(m.sketch, "kind", "gaussian"),
+        "seed": lambda m, arr: setattr(m.sketch, "seed", 7),
+        "out-dim": lambda m, arr: setattr(m.sketch, "out_dim", 5),
+        "lam-negative": lambda m, arr: setattr(m, "lam", -1.0),
+        "lam-nan": lambda m, arr: setattr(m, "lam", float("nan")),
+        "drop-cand-array": lambda m, arr: arr.pop(cand),
+        "drop-share-array": lambda m, arr: arr.pop(wire.share_name(shared, "A")),
+        "extra-array": lambda m, arr: arr.update(junk=np.zeros(1, np.float32)),
+        "head": lambda m, arr: add_head(m, arr, [wire.WARM_HEAD_WEIGHT, wire.WARM_HEAD_BIAS]),
+        "lone-head": lambda m, arr: add_head(m, arr, [wire.WARM_HEAD_WEIGHT]),
+        "layer-dims-wrong": lambda m, arr: m.sketch.layer_dims.extend([3]),
+        "no-spec": lambda m, arr: m.ClearField("sketch"),
+    }
+    if unshared is not None:
+        out["shared-without-tensors"] = lambda m, arr: setattr(
+            next(la for la in m.layers if la.layer == unshared), "shared", True)
+    return out
+
+
+# Where validate_assignment and ClientNode._validate differ on a real message, on purpose: a NaN lam is
+# "non-finite" (as every NaN field of the contract), and validate_assignment also refuses a lone head tensor
+# and layer_dims that do not fit the model, which _validate ignores.
+KNOWN_DIFFERENCES = {"lam-nan": ("bad-value", "non-finite"), "lone-head": ("accepted", "missing-tensor"),
+                     "layer-dims-wrong": ("accepted", "bad-value")}
+
+
+@pytest.mark.parametrize("federation", ["treelora"], indirect=True)  # candidates, shares and warm starts
+def test_validate_assignment_decides_like_client_validate(federation):
+    _, grid, fed, _ = federation
+    from client.node import ClientNode, _learner
+
+    msg = next(m for m in grid.sent if m.metadata.message_type == "train"
+               and any(n.startswith("warm.") for n in unpack(m.content)[1]))
+    nid = msg.metadata.dst_node_id
+    settings = NodeSettings.from_node_config(grid.context(nid).node_config, fed)
+    node, (learner, _) = ClientNode(fed, settings), _learner(fed, settings.device, settings.precision)
+    control, arrays = unpack(msg.content)
+    real = wire.parse_assignment(control)
+    for name, mutate in _mutations(real, arrays).items():
+        m, arr = pb.Assignment(), deepcopy(arrays)
+        m.CopyFrom(real)
+        mutate(m, arr)
+        today = _outcome(lambda: node._validate(m, arr, learner))
+        ours = _outcome(lambda: wire.validate_assignment(m, arr, **receiver(fed, grid, nid)))
+        if name in KNOWN_DIFFERENCES:
+            assert (today[0], ours[0]) == KNOWN_DIFFERENCES[name], name
+        else:
+            assert ours[0] == today[0], (name, today, ours)
+            if name in ("kind", "seed", "out-dim"):
+                assert ours[1] == today[1]  # the same message text
