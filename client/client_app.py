@@ -17,13 +17,13 @@ import logging
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from protos.envelope import pack, pack_error, unpack
 from protos.wire import ProtocolError
 
 from treelora.fed.settings import FedSettings
 
 from .node import ClientNode
 from .node_settings import NodeSettings
-from .records import pack, pack_error, unpack
 
 app = ClientApp()
 log = logging.getLogger("treelora.client")

@@ -28,17 +28,14 @@ import torch
 from protos import SCHEMA_VERSION
 from protos import treelora_fed_pb2 as pb
 from protos.wire import (
-    WARM_HEAD_BIAS,
-    WARM_HEAD_WEIGHT,
     ProtocolError,
     cand_name,
     encode_tensors,
-    expected_assignment_tensors,
     parse_assignment,
     serialize,
     share_name,
     sketch_name,
-    validate_tensors,
+    validate_assignment,
     warm_name,
 )
 from treelora.data import iterate_batches
@@ -233,26 +230,10 @@ class ClientNode:
     # ------------------------------------------------------------------ validation
     def _validate(self, assignment: pb.Assignment, arrays: dict[str, np.ndarray],
                   learner: ContinualLearner) -> dict[str, torch.Tensor]:
-        """Check an assignment completely against this client's model and config before anything changes."""
-        import math
-
-        num_layers = learner.lora.num_layers
-        seen: set[int] = set()
-        for la in assignment.layers:
-            if not 0 <= la.layer < num_layers or la.layer in seen:
-                raise ProtocolError("bad-layer", f"assignment names layer {la.layer} (again?); the model has {num_layers}")
-            seen.add(la.layer)
-        spec = assignment.sketch
-        if spec.out_dim and (spec.kind, spec.out_dim, spec.seed) != (self.fed.sketch_kind, self.fed.sketch_dim,
-                                                                    self.fed.sketch_seed):
-            raise ProtocolError("bad-value", f"sketch spec {spec.kind}/{spec.out_dim}/{spec.seed} differs from this "
-                                f"client's {self.fed.sketch_kind}/{self.fed.sketch_dim}/{self.fed.sketch_seed}")
-        if not math.isfinite(assignment.lam) or assignment.lam < 0:
-            raise ProtocolError("bad-value", f"lam must be a finite number >= 0, got {assignment.lam}")
-        shapes = [tuple(tuple(p.shape) for p in learner.lora.params(l)) for l in range(num_layers)]
-        expected = expected_assignment_tensors(assignment, adapter_shapes=shapes, sketch_dim=self.fed.sketch_dim)
-        declared = {info.name for info in assignment.manifest}
-        for optional in (WARM_HEAD_WEIGHT, WARM_HEAD_BIAS):  # the server never sends heads; tolerate none
-            if optional not in declared:
-                expected.pop(optional, None)
-        return validate_tensors(arrays, assignment.manifest, expected=expected)
+        """Check an assignment completely against this client's model and config before anything changes (the
+        contract's one assignment validator, :func:`protos.validation.validate_assignment`)."""
+        L = learner.lora.num_layers
+        return validate_assignment(
+            assignment, arrays, num_layers=L,
+            adapter_shapes=[tuple(tuple(p.shape) for p in learner.lora.params(l)) for l in range(L)],
+            sketch_dim=self.fed.sketch_dim, sketch_kind=self.fed.sketch_kind, sketch_seed=self.fed.sketch_seed)

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from client.records import content_nbytes, pack, unpack
+from protos.envelope import content_nbytes, pack, unpack
 from protos.wire import ProtocolError, parse_eval
 from treelora.fed.settings import FedSettings
 

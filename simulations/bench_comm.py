@@ -8,7 +8,7 @@ DESIGN.md §6 target: bytes up per client-round <= 1% of full-model FedAvg.
 **Measured (MiniLM).** A real in-process federation: the real ``ClientApp`` and server loop over
 ``server.local_grid.LocalGrid`` (no Ray, no SuperLink), tiny sizes (``--clients`` clients, 2 tasks of 2 rounds,
 ``--local-steps`` steps), for ``treelora`` and this project's ``fedavg-lora``. Every message the grid carried is
-counted: ``client.records.content_nbytes`` (array payloads as Flower stores them — .npy bytes — plus the protobuf
+counted: ``protos.envelope.content_nbytes`` (array payloads as Flower stores them — .npy bytes — plus the protobuf
 control bytes; the figure the server logs) and the size of Flower's own serialized ``RecordDict`` protobuf
 (``flwr.common.serde.recorddict_to_proto(...).ByteSize()``: what a gRPC message would carry), with a breakdown
 by tensor kind (``adapter.*``, ``sketch.*``, ``final.*``, ``cand.*``, ``share.*``, ``warm.*``) and control.
@@ -75,7 +75,7 @@ def breakdown(content: Any) -> dict[str, int]:
 def measure_federation(method: str, args: argparse.Namespace, work: Path, log: Any) -> dict[str, Any]:
     """One in-process federation over LocalGrid with the real ClientApp; per-message byte accounting."""
     from client.client_app import app as client_app
-    from client.records import content_nbytes
+    from protos.envelope import content_nbytes
     from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
@@ -140,7 +140,7 @@ def built_messages(backbone: str, args: argparse.Namespace, work: Path, log: Any
     import numpy as np
     import torch
 
-    from client.records import content_nbytes, pack
+    from protos.envelope import content_nbytes, pack
     from treelora.fed.settings import FedSettings
     from protos import SCHEMA_VERSION
     from protos import treelora_fed_pb2 as pb

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from client.client_app import app as client_app
-from client.records import unpack
+from protos.envelope import unpack
 from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from server.local_grid import LocalGrid

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from client.client_app import app as client_app
-from client.records import pack, unpack
+from protos.envelope import pack, unpack
 from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from protos.wire import parse_report

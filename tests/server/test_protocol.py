@@ -9,7 +9,7 @@ import torch
 from flwr.app import Message
 
 from client.client_app import app as client_app
-from client.records import pack, unpack
+from protos.envelope import pack, unpack
 from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from protos.wire import ProtocolError, serialize
