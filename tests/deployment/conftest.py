@@ -46,6 +46,9 @@ def _missing_tools() -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    for item in items:
+        if "tests/deployment" in str(item.fspath):
+            item.add_marker(pytest.mark.slow)  # real SuperLink / SuperNode processes
     missing = _missing_tools()
     if missing:
         skip = pytest.mark.skip(reason=f"deployment tests need {', '.join(missing)} (the flwr 1.42 CLIs of this venv, "

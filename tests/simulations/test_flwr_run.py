@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from simulations.run import _superlink_pids, main
 
 
+@pytest.mark.slow
 def test_flwr_run_smoke(tmp_path, capsys):
     home = tmp_path / "flwr-home"
     out = tmp_path / "out"
