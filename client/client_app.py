@@ -19,7 +19,6 @@ from flwr.clientapp import ClientApp
 
 from protos.envelope import pack, pack_error, unpack
 from protos.wire import ProtocolError
-
 from treelora.fed.settings import FedSettings
 
 from .node import ClientNode

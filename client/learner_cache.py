@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from treelora.learner import ContinualLearner
 from treelora.fed.settings import FedSettings
+from treelora.learner import ContinualLearner
 
 __all__ = ["stream_for", "learner_for"]
 
@@ -33,19 +33,23 @@ def stream_for(fed: FedSettings) -> Any:
     return _stream(fed.stream, fed.seed, fed.train_per_class, fed.test_per_class)
 
 
-def learner_for(fed: FedSettings, device: str | None, precision: str = "auto") -> tuple[ContinualLearner, dict[str, Any]]:
+def learner_for(
+    fed: FedSettings, device: str | None, precision: str = "auto"
+) -> tuple[ContinualLearner, dict[str, Any]]:
     """(the learner, its freshly built state) for this run config on this device; built on first use."""
     from treelora.backbones import load_backbone
 
     cfg = fed.learner_config(device=device, precision=precision)
-    key = json.dumps([fed.backbone, fed.stream, fed.train_per_class, fed.test_per_class, cfg.to_dict()],
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        [fed.backbone, fed.stream, fed.train_per_class, fed.test_per_class, cfg.to_dict()], sort_keys=True, default=str
+    )
     if key not in _LEARNERS:
         if fed.threads:
             torch.set_num_threads(fed.threads)
         stream = stream_for(fed)
-        backbone = load_backbone(fed.backbone, seed=fed.seed, attn_implementation=cfg.attn_implementation,
-                                 device=device)
+        backbone = load_backbone(
+            fed.backbone, seed=fed.seed, attn_implementation=cfg.attn_implementation, device=device
+        )
         learner = ContinualLearner(backbone, stream.num_classes(), cfg, stream=stream)
         _LEARNERS[key] = (learner, learner.state_dict())
     return _LEARNERS[key]

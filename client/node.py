@@ -108,7 +108,9 @@ class ClientNode:
         if rnd == state["last_round"] and state["last_reply"] is not None:
             return state["last_reply"]
         if rnd < state["last_round"]:
-            raise ProtocolError("stale-round", f"round {rnd} is older than this client's last round {state['last_round']}")
+            raise ProtocolError(
+                "stale-round", f"round {rnd} is older than this client's last round {state['last_round']}"
+            )
         position = self.schedule.position(rnd)
         if position is None:
             return self._done(rnd, assignment.run_id)
@@ -120,8 +122,9 @@ class ClientNode:
 
         sketcher = self._sketcher(learner.signature.dims())
         start = [v.cpu() for v in layer_vectors(learner.lora)]
-        candidates = {la.layer: {leaf: tensors[cand_name(leaf, la.layer)] for leaf in la.candidates}
-                      for la in assignment.layers}
+        candidates = {
+            la.layer: {leaf: tensors[cand_name(leaf, la.layer)] for leaf in la.candidates} for la in assignment.layers
+        }
         probe = CandidateProbe(candidates, sketcher, learner.signature.dims(), c=self.fed.lcb_c)
         steps = max(1, int(assignment.local_steps) or self.fed.local_steps)
         losses, train_s = self._train_steps(learner, pos, rnd, steps, probe)
@@ -143,9 +146,19 @@ class ClientNode:
         arrays_out, manifest = outbox.encode()
         examples = len(losses) * self.fed.batch_size
         report = pb.ClientReport(
-            version=SCHEMA_VERSION, round=rnd, run_id=assignment.run_id, client_id=self.node.client_id,
-            task_key=self.task_key(pos), task_index=pos, task_finished=last_round_of_task, num_examples=examples,
-            steps=len(losses), loss=float(np.mean(losses)), pulls=probe.pulls(), manifest=manifest, metrics=metrics,
+            version=SCHEMA_VERSION,
+            round=rnd,
+            run_id=assignment.run_id,
+            client_id=self.node.client_id,
+            task_key=self.task_key(pos),
+            task_index=pos,
+            task_finished=last_round_of_task,
+            num_examples=examples,
+            steps=len(losses),
+            loss=float(np.mean(losses)),
+            pulls=probe.pulls(),
+            manifest=manifest,
+            metrics=metrics,
         )
         reply = (serialize(report), arrays_out)
         state["last_round"], state["last_reply"] = rnd, reply
@@ -153,8 +166,9 @@ class ClientNode:
         self.store.save(learner, state)
         return reply
 
-    def _enter_task(self, learner: ContinualLearner, pos: int, assignment: pb.Assignment,
-                    tensors: dict[str, torch.Tensor]) -> None:
+    def _enter_task(
+        self, learner: ContinualLearner, pos: int, assignment: pb.Assignment, tensors: dict[str, torch.Tensor]
+    ) -> None:
         """Make task ``pos`` the open one: close a task whose last round this client missed (its leaf is not
         reported), start a new one (warm-started when the server sent a leaf)."""
         if learner.current is not None and learner.current.key != local_key(pos):
@@ -166,8 +180,9 @@ class ClientNode:
                 warm = {f"{l}.{p}": tensors[warm_name(l, p)] for l in range(L) for p in ("A", "B")}
             learner.begin_task(local_key(pos), self._task(pos).classes, warm_start=warm)
 
-    def _train_steps(self, learner: ContinualLearner, pos: int, rnd: int, steps: int,
-                     probe: CandidateProbe) -> tuple[list[float], float]:
+    def _train_steps(
+        self, learner: ContinualLearner, pos: int, rnd: int, steps: int, probe: CandidateProbe
+    ) -> tuple[list[float], float]:
         """``steps`` optimisation steps over this client's shard, cycling through it; (losses, seconds)."""
         learner.on_step = probe
         t0 = time.perf_counter()
@@ -206,11 +221,19 @@ class ClientNode:
         grads = learner.lora.grad_vectors()
         learner.optimizer.zero_grad(set_to_none=True)
         sketcher = self._sketcher(learner.lora.layer_dims())
-        arrays_out, manifest = encode_tensors({sketch_name(l): s for l, s in enumerate(sketcher.sketch(grads))},
-                                              "float32")
-        report = pb.ClientReport(version=SCHEMA_VERSION, round=assignment.round, client_id=self.node.client_id,
-                                 task_key=self.task_key(pos), task_index=pos, num_examples=len(batch["labels"]),
-                                 manifest=manifest, metrics={"probe": 1.0, "last_round": float(state["last_round"])})
+        arrays_out, manifest = encode_tensors(
+            {sketch_name(l): s for l, s in enumerate(sketcher.sketch(grads))}, "float32"
+        )
+        report = pb.ClientReport(
+            version=SCHEMA_VERSION,
+            round=assignment.round,
+            client_id=self.node.client_id,
+            task_key=self.task_key(pos),
+            task_index=pos,
+            num_examples=len(batch["labels"]),
+            manifest=manifest,
+            metrics={"probe": 1.0, "last_round": float(state["last_round"])},
+        )
         return serialize(report), arrays_out
 
     def evaluate(self, control: bytes) -> bytes:
@@ -223,17 +246,29 @@ class ClientNode:
             pos = int(key[1:])
             keys.append(self.task_key(pos))
             accs.append(learner.evaluate(self._task(pos), key=key))
-        report = pb.EvalReport(version=SCHEMA_VERSION, round=assignment.round, client_id=self.node.client_id,
-                               task_keys=keys, accuracies=accs, tasks_seen=len(keys))
+        report = pb.EvalReport(
+            version=SCHEMA_VERSION,
+            round=assignment.round,
+            client_id=self.node.client_id,
+            task_keys=keys,
+            accuracies=accs,
+            tasks_seen=len(keys),
+        )
         return serialize(report)
 
     # ------------------------------------------------------------------ validation
-    def _validate(self, assignment: pb.Assignment, arrays: dict[str, np.ndarray],
-                  learner: ContinualLearner) -> dict[str, torch.Tensor]:
+    def _validate(
+        self, assignment: pb.Assignment, arrays: dict[str, np.ndarray], learner: ContinualLearner
+    ) -> dict[str, torch.Tensor]:
         """Check an assignment completely against this client's model and config before anything changes (the
         contract's one assignment validator, :func:`protos.validation.validate_assignment`)."""
         L = learner.lora.num_layers
         return validate_assignment(
-            assignment, arrays, num_layers=L,
+            assignment,
+            arrays,
+            num_layers=L,
             adapter_shapes=[tuple(tuple(p.shape) for p in learner.lora.params(l)) for l in range(L)],
-            sketch_dim=self.fed.sketch_dim, sketch_kind=self.fed.sketch_kind, sketch_seed=self.fed.sketch_seed)
+            sketch_dim=self.fed.sketch_dim,
+            sketch_kind=self.fed.sketch_kind,
+            sketch_seed=self.fed.sketch_seed,
+        )

@@ -8,9 +8,10 @@ node) is :class:`treelora.fed.settings.FedSettings`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from treelora.config import PRECISIONS
 from treelora.fed.keys import client_id
@@ -34,7 +35,7 @@ class NodeSettings:
         return client_id(self.partition_id)
 
     @classmethod
-    def from_node_config(cls, node_config: Mapping[str, Any], fed: FedSettings) -> "NodeSettings":
+    def from_node_config(cls, node_config: Mapping[str, Any], fed: FedSettings) -> NodeSettings:
         """Parse the node config; a missing or out-of-range partition or an unknown precision is a ValueError."""
         try:
             pid, num = int(node_config["partition-id"]), int(node_config["num-partitions"])

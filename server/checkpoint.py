@@ -33,7 +33,7 @@ CHECKPOINT = "checkpoint.pb"
 MAY_CHANGE_ON_RESUME = ("resume", "num_rounds", "out_dir", "timeout_s", "eval_every", "threads")
 
 
-def write_checkpoint(state: "GlobalState") -> Path:
+def write_checkpoint(state: GlobalState) -> Path:
     """Write ``<out-dir>/checkpoint.pb`` durably; returns its path."""
     blob, meta, leaves = state.strategy.state_dict()
     buf = io.BytesIO()
@@ -54,7 +54,7 @@ def write_checkpoint(state: "GlobalState") -> Path:
     return write_bytes_atomic(state.out_dir / CHECKPOINT, serialize(msg))
 
 
-def read_checkpoint(cls: type["GlobalState"], fed: FedSettings, out_dir: str | Path) -> "GlobalState":
+def read_checkpoint(cls: type[GlobalState], fed: FedSettings, out_dir: str | Path) -> GlobalState:
     """A :class:`~server.state.GlobalState` rebuilt from ``out_dir/checkpoint.pb``."""
     from .state import ClientInfo
 

@@ -8,8 +8,9 @@ injected with ``tamper`` to test the server's validation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from copy import deepcopy
-from typing import Any, Callable, Iterable
+from typing import Any
 from uuid import uuid4
 
 from flwr.app import Context, Message, RecordDict

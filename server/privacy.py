@@ -46,7 +46,11 @@ class ClientPrivacy:
 
     def report(self) -> dict[str, Any]:
         """ε at the configured δ per client, and what the guarantee covers."""
-        covers = [name for name, on in (("sketches", self.fed.dp_noise > 0), ("adapters", self.fed.dp_adapter_noise > 0)) if on]
+        covers = [
+            name
+            for name, on in (("sketches", self.fed.dp_noise > 0), ("adapters", self.fed.dp_adapter_noise > 0))
+            if on
+        ]
         return {
             "enabled": self.enabled,
             "delta": self.fed.dp_delta,

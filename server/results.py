@@ -38,7 +38,7 @@ def client_matrix(rows: list[dict[str, float]]) -> tuple[list[str], np.ndarray]:
     return keys, R
 
 
-def build_results(state: "GlobalState") -> dict[str, Any]:
+def build_results(state: GlobalState) -> dict[str, Any]:
     """Everything results.json holds (see the module docstring)."""
     per_client = {}
     for client, rows in sorted(state.acc_rows.items()):

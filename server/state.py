@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from protos import SCHEMA_VERSION
 from protos import treelora_fed_pb2 as pb
@@ -222,7 +221,7 @@ class GlobalState:
         return write_checkpoint(self)
 
     @classmethod
-    def resume(cls, fed: FedSettings, out_dir: str | Path) -> "GlobalState":
+    def resume(cls, fed: FedSettings, out_dir: str | Path) -> GlobalState:
         """Rebuild the state from ``out_dir/checkpoint.pb`` (the config must match the checkpoint's)."""
         from .checkpoint import read_checkpoint
 

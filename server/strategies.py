@@ -28,8 +28,8 @@ from protos.wire import ProtocolError, cand_name, parse_report, sketch_name, val
 from treelora.bandit import TreeLCBBandit
 from treelora.fed.keys import owns
 from treelora.fed.methods import FedMethod, fed_method
-from treelora.registry import Registry
 from treelora.fed.settings import FedSettings
+from treelora.registry import Registry
 
 from .aggregation import Adapter
 from .global_tree import GlobalTree
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Strategy", "TreeLoRAFed", "FedAvgLoRA", "LocalOnly", "STRATEGY_REGISTRY", "make_strategy"]
 
-STRATEGY_REGISTRY: Registry[type["Strategy"]] = Registry("federated strategy")
+STRATEGY_REGISTRY: Registry[type[Strategy]] = Registry("federated strategy")
 
 
 class Strategy:
@@ -53,7 +53,7 @@ class Strategy:
         self.method: type[FedMethod] = fed_method(self.name)
 
     # ------------------------------------------------------------------ train
-    def configure_train(self, state: "GlobalState", client: str, info: "ClientInfo | None"
+    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None
                         ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
         """This client's per-layer candidates, their tensors and a warm-start leaf (with its tensors)."""
         return [], {}, ""
@@ -62,11 +62,11 @@ class Strategy:
         """The tensors that warm-start a task from ``leaf``."""
         raise NotImplementedError(f"{self.name} has no warm starts")
 
-    def wants_probe(self, state: "GlobalState", info: "ClientInfo | None") -> bool:
+    def wants_probe(self, state: GlobalState, info: ClientInfo | None) -> bool:
         """Whether to probe this client (``query``) before its next task starts."""
         return False
 
-    def ingest_probe(self, state: "GlobalState", client: str, control: bytes, arrays: dict[str, Any]) -> str:
+    def ingest_probe(self, state: GlobalState, client: str, control: bytes, arrays: dict[str, Any]) -> str:
         """A probe reply: the warm-start leaf chosen for the client ("" for none)."""
         return ""
 
@@ -74,15 +74,15 @@ class Strategy:
         """Leaf keys a report's pulls may name."""
         return set()
 
-    def ingest_train(self, state: "GlobalState", report: pb.ClientReport, tensors: dict[str, torch.Tensor],
-                     info: "ClientInfo") -> None:
+    def ingest_train(self, state: GlobalState, report: pb.ClientReport, tensors: dict[str, torch.Tensor],
+                     info: ClientInfo) -> None:
         """What a validated train report changes beyond the common book-keeping."""
 
-    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
         """Per layer (0, 1, ...), the id of the group the client's layer is averaged in; shorter = personal."""
         return []
 
-    def aggregate_train(self, state: "GlobalState", adapters: dict[str, tuple[Adapter, int]]
+    def aggregate_train(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]
                         ) -> dict[tuple[int, str], list[str]]:
         """The averaging groups of this round's adapters: (layer, group id) → clients."""
         groups: dict[tuple[int, str], list[str]] = {}
@@ -92,11 +92,11 @@ class Strategy:
         return groups
 
     # ------------------------------------------------------------------ evaluate
-    def configure_evaluate(self, state: "GlobalState", client: str) -> pb.Assignment:
+    def configure_evaluate(self, state: GlobalState, client: str) -> pb.Assignment:
         """The tensor-free ``evaluate`` message."""
         return state.control(client, state.round)
 
-    def aggregate_evaluate(self, state: "GlobalState", scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def aggregate_evaluate(self, state: GlobalState, scores: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Every client's scores on its finished tasks and their mean."""
         accs = [a for s in scores.values() for a in s.values()]
         return {"round": state.round, "per_client": scores, "mean_accuracy": sum(accs) / len(accs) if accs else None}
@@ -136,7 +136,7 @@ class TreeLoRAFed(Strategy):
             self.bandits[client] = TreeLCBBandit(self.index.ensure(num_layers), c=self.fed.lcb_c, seed=self.fed.seed)
         return self.bandits[client]
 
-    def configure_train(self, state: "GlobalState", client: str, info: "ClientInfo | None"
+    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None
                         ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
         layers: list[pb.LayerAssignment] = []
         tensors: dict[str, torch.Tensor] = {}
@@ -166,11 +166,11 @@ class TreeLoRAFed(Strategy):
         adapter = self.leaves.adapter(leaf)
         return {warm_name(l, p): adapter[f"{l}.{p}"] for l in range(num_layers) for p in ("A", "B")}
 
-    def wants_probe(self, state: "GlobalState", info: "ClientInfo | None") -> bool:
+    def wants_probe(self, state: GlobalState, info: ClientInfo | None) -> bool:
         return (self.fed.warm_start and info is not None and info.finished_last and not info.done
                 and len(self.index) > 0)
 
-    def ingest_probe(self, state: "GlobalState", client: str, control: bytes, arrays: dict[str, Any]) -> str:
+    def ingest_probe(self, state: GlobalState, client: str, control: bytes, arrays: dict[str, Any]) -> str:
         report = parse_report(control)
         if report.client_id != client:
             raise ProtocolError("malformed", f"probe from {report.client_id!r}, expected {client!r}")
@@ -185,8 +185,8 @@ class TreeLoRAFed(Strategy):
     def known_leaves(self) -> set[str]:
         return self.index.keys()
 
-    def ingest_train(self, state: "GlobalState", report: pb.ClientReport, tensors: dict[str, torch.Tensor],
-                     info: "ClientInfo") -> None:
+    def ingest_train(self, state: GlobalState, report: pb.ClientReport, tensors: dict[str, torch.Tensor],
+                     info: ClientInfo) -> None:
         L = state.num_layers
         if report.pulls and self.index.tree is not None:
             bandit = self._bandit(report.client_id, L)
@@ -201,7 +201,7 @@ class TreeLoRAFed(Strategy):
             self.index.add(report.task_key, final, weight=float(report.num_examples))
             self.sketches.pop(report.client_id, None)
 
-    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
         if not self.fed.share_layers:
             return []
         sketch = self.sketches.get(client)
@@ -231,7 +231,7 @@ class TreeLoRAFed(Strategy):
 class FedAvgLoRA(Strategy):
     """FedAvg-LoRA: every layer averaged over every client that reported this round."""
 
-    def group_ids(self, state: "GlobalState", client: str) -> list[str]:
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
         return ["*"] * state.num_layers
 
 

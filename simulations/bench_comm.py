@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import simulations.bench_common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
+# isort: split
 import argparse
 import statistics
 import sys
@@ -76,9 +77,9 @@ def measure_federation(method: str, args: argparse.Namespace, work: Path, log: A
     """One in-process federation over LocalGrid with the real ClientApp; per-message byte accounting."""
     from client.client_app import app as client_app
     from protos.envelope import content_nbytes
-    from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
+    from treelora.fed.settings import FedSettings
 
     rc = {"method": method, "stream": args.stream, "backbone": args.measured_backbone, "tasks-per-client": 2,
           "rounds-per-task": 2,
@@ -140,11 +141,11 @@ def built_messages(backbone: str, args: argparse.Namespace, work: Path, log: Any
     import numpy as np
     import torch
 
-    from protos.envelope import content_nbytes, pack
-    from treelora.fed.settings import FedSettings
     from protos import SCHEMA_VERSION
     from protos import treelora_fed_pb2 as pb
+    from protos.envelope import content_nbytes, pack
     from protos.wire import encode_tensors, serialize, sketch_name
+    from treelora.fed.settings import FedSettings
 
     t0 = time.perf_counter()
     info = lora_shapes(backbone)
@@ -243,29 +244,67 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in measured:
         full = r["full_model_bytes"]
-        rows.append([f"{args.measured_backbone} (measured, {r['method']}, {r['clients']} clients x {r['rounds']} rounds)",
-                     fmt_bytes(r["up_per_client_round"]), fmt_bytes(r["flower_up_per_client_round"]),
-                     f"{fmt_bytes(r['up_train_min'])} - {fmt_bytes(r['up_train_max'])}",
-                     fmt_bytes(r["down_per_client_round"]),
-                     f"{fmt_bytes(r['down_train_min'])} - {fmt_bytes(r['down_train_max'])}", "-",
-                     fmt_bytes(full), f"{100 * r['up_per_client_round'] / full:.3f}%"])
+        rows.append(
+            [
+                f"{args.measured_backbone} (measured, {r['method']}, {r['clients']} clients x {r['rounds']} rounds)",
+                fmt_bytes(r["up_per_client_round"]),
+                fmt_bytes(r["flower_up_per_client_round"]),
+                f"{fmt_bytes(r['up_train_min'])} - {fmt_bytes(r['up_train_max'])}",
+                fmt_bytes(r["down_per_client_round"]),
+                f"{fmt_bytes(r['down_train_min'])} - {fmt_bytes(r['down_train_max'])}",
+                "-",
+                fmt_bytes(full),
+                f"{100 * r['up_per_client_round'] / full:.3f}%",
+            ]
+        )
     for b in built:
         msgs, full = b["messages"], b["model_bytes_fp32"]
         up = [v["bytes"] for k, v in msgs.items() if k.startswith("up: mid") or k.startswith("up: task end")]
         fl = [v["flower_bytes"] for k, v in msgs.items() if k.startswith("up: mid") or k.startswith("up: task end")]
         down = [v["bytes"] for k, v in msgs.items() if k.startswith("down: mid") or k.startswith("down: task start")]
-        rows.append([f"{b['backbone']} (built by GlobalState, treelora)",
-                     fmt_bytes(statistics.mean(up)), fmt_bytes(statistics.mean(fl)),
-                     f"{fmt_bytes(min(up))} - {fmt_bytes(max(up))}", fmt_bytes(statistics.mean(down)),
-                     f"{fmt_bytes(min(down))} - {fmt_bytes(max(down))}", fmt_bytes(b["down_max_computed"]),
-                     fmt_bytes(full), f"{100 * max(up) / full:.3f}% (max)"])
-        for ref, label in (("fedavg_lora_fp32", "FedAvg-LoRA plain, fp32"), ("fedavg_lora_bf16", "FedAvg-LoRA plain, bf16"),
-                           ("full_model_fp32", "full-model FedAvg, fp32")):
+        rows.append(
+            [
+                f"{b['backbone']} (built by GlobalState, treelora)",
+                fmt_bytes(statistics.mean(up)),
+                fmt_bytes(statistics.mean(fl)),
+                f"{fmt_bytes(min(up))} - {fmt_bytes(max(up))}",
+                fmt_bytes(statistics.mean(down)),
+                f"{fmt_bytes(min(down))} - {fmt_bytes(max(down))}",
+                fmt_bytes(b["down_max_computed"]),
+                fmt_bytes(full),
+                f"{100 * max(up) / full:.3f}% (max)",
+            ]
+        )
+        for ref, label in (
+            ("fedavg_lora_fp32", "FedAvg-LoRA plain, fp32"),
+            ("fedavg_lora_bf16", "FedAvg-LoRA plain, bf16"),
+            ("full_model_fp32", "full-model FedAvg, fp32"),
+        ):
             v = b["references"][ref]
-            rows.append([f"{b['backbone']} {label}", fmt_bytes(v), "-", "-", fmt_bytes(v), "-", "-", fmt_bytes(full),
-                         f"{100 * v / full:.3f}%"])
-    headers = ["scheme", "up / client-round", "up (Flower protobuf)", "up range", "down / client-round",
-               "down range", "down max (warm + every layer shared)", "full model fp32", "up vs full model"]
+            rows.append(
+                [
+                    f"{b['backbone']} {label}",
+                    fmt_bytes(v),
+                    "-",
+                    "-",
+                    fmt_bytes(v),
+                    "-",
+                    "-",
+                    fmt_bytes(full),
+                    f"{100 * v / full:.3f}%",
+                ]
+            )
+    headers = [
+        "scheme",
+        "up / client-round",
+        "up (Flower protobuf)",
+        "up range",
+        "down / client-round",
+        "down range",
+        "down max (warm + every layer shared)",
+        "full model fp32",
+        "up vs full model",
+    ]
     md1 = md_table(headers, rows)
     # table 2: message breakdown of the built messages
     rows2 = []
@@ -275,18 +314,37 @@ def main(argv: list[str] | None = None) -> int:
             rows2.append([b["backbone"], label, fmt_bytes(v["bytes"]), fmt_bytes(v["flower_bytes"]), parts])
     for r in measured:
         for d in ("up", "down"):
-            parts = ", ".join(f"{k} {fmt_bytes(x)}" for k, x in
-                              sorted(r[f"parts_{d}_per_client_round"].items(), key=lambda kv: -kv[1]))
-            rows2.append([f"{args.measured_backbone} measured {r['method']}",
-                          f"{d}: train + probe, mean per client-round (breakdown: train messages)",
-                          fmt_bytes(r[f"{d}_per_client_round"]), fmt_bytes(r[f"flower_{d}_per_client_round"]), parts])
+            parts = ", ".join(
+                f"{k} {fmt_bytes(x)}"
+                for k, x in sorted(r[f"parts_{d}_per_client_round"].items(), key=lambda kv: -kv[1])
+            )
+            rows2.append(
+                [
+                    f"{args.measured_backbone} measured {r['method']}",
+                    f"{d}: train + probe, mean per client-round (breakdown: train messages)",
+                    fmt_bytes(r[f"{d}_per_client_round"]),
+                    fmt_bytes(r[f"flower_{d}_per_client_round"]),
+                    parts,
+                ]
+            )
     md2 = md_table(["backbone", "message", "bytes", "Flower protobuf", "breakdown"], rows2)
     print(f"Machine: {machine_line(m)}\nCommand: `{m['command']}`\n")
     print(md1 + "\n\n" + md2)
     for r in measured:
         r.pop("messages_detail", None)
-    path = write_json(args.name, {"benchmark": "comm", "machine": m, "args": vars(args), "measured": measured,
-                                  "built": built, "table_md": md1, "breakdown_md": md2}, args.out)
+    path = write_json(
+        args.name,
+        {
+            "benchmark": "comm",
+            "machine": m,
+            "args": vars(args),
+            "measured": measured,
+            "built": built,
+            "table_md": md1,
+            "breakdown_md": md2,
+        },
+        args.out,
+    )
     print(f"\nJSON: {path}")
     if tmp is not None:
         tmp.cleanup()

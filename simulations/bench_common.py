@@ -12,7 +12,6 @@ repetitions, report medians (and the spread), and read the load average next to 
 from __future__ import annotations
 
 import os
-
 import sys as _sys
 
 # On this shared 2-core machine, OpenMP's default *active* wait makes torch's worker threads spin against the other
@@ -31,8 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "runs" / "bench"
@@ -158,9 +158,12 @@ def machine_line(m: dict[str, Any]) -> str:
     """One-line summary of the machine block for the markdown output."""
     la0 = "/".join(f"{x:.2f}" for x in m.get("loadavg_start", []))
     la1 = "/".join(f"{x:.2f}" for x in m.get("loadavg_end", []))
-    return (f"{m['date_utc']}; {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; torch "
-            f"{m['torch']}, {m['torch_threads']} threads (OMP_WAIT_POLICY={m.get('omp_wait_policy') or 'default'}); load avg (1/5/15 min) {la0} at start, {la1} at end; "
-            f"process CPU/wall {m['cpu_per_wall']}; GPU: {m['gpu']}; commit {m['git_commit']}")
+    return (
+        f"{m['date_utc']}; {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; torch "
+        f"{m['torch']}, {m['torch_threads']} threads (OMP_WAIT_POLICY={m.get('omp_wait_policy') or 'default'}); "
+        f"load avg (1/5/15 min) {la0} at start, {la1} at end; "
+        f"process CPU/wall {m['cpu_per_wall']}; GPU: {m['gpu']}; commit {m['git_commit']}"
+    )
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -235,6 +238,11 @@ def fmt_bytes(n: float) -> str:
 # Backbone shapes and a synthetic federation driver over the real server state (server.state.GlobalState)
 
 
+def dir_bytes(path: Path) -> int:
+    """Total size of the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def lora_shapes(backbone: str, *, r: int = 8) -> dict[str, Any]:
     """Adapter shapes of the project's layer-wise LoRA on a backbone, plus parameter counts.
 
@@ -269,8 +277,16 @@ class SynthFed:
     are drawn around ``clusters`` centres so that the tree has structure.
     """
 
-    def __init__(self, fed: Any, out_dir: str | Path, adapter_shapes: list, *, seed: int = 0, clusters: int = 16,
-                 model_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        fed: Any,
+        out_dir: str | Path,
+        adapter_shapes: list,
+        *,
+        seed: int = 0,
+        clusters: int = 16,
+        model_bytes: int = 0,
+    ) -> None:
         import torch
 
         from server.state import GlobalState
@@ -291,8 +307,17 @@ class SynthFed:
         c = self.centres[cluster % self.clusters]
         return [c[l] + 100.0 * torch.randn(self.fed.sketch_dim, generator=self.gen) for l in range(self.L)]
 
-    def report(self, client: str, rnd: int, *, finished: bool, task_index: int | None = None,
-               pulls: list | None = None, cluster: int | None = None, steps: int = 8) -> tuple[bytes, dict]:
+    def report(
+        self,
+        client: str,
+        rnd: int,
+        *,
+        finished: bool,
+        task_index: int | None = None,
+        pulls: list | None = None,
+        cluster: int | None = None,
+        steps: int = 8,
+    ) -> tuple[bytes, dict]:
         """(control bytes, arrays) of one train reply, built like ``ClientNode.train``."""
         import torch
 
@@ -315,11 +340,23 @@ class SynthFed:
                 out[final_name(l)] = s
             metrics.update({f"acc/{client}/t{i}": 0.5 for i in range(pos + 1)})
         arrays, manifest = encode_tensors(
-            out, lambda n: "float32" if n.startswith(("sketch.", "final.")) else self.fed.wire_dtype)
+            out, lambda n: "float32" if n.startswith(("sketch.", "final.")) else self.fed.wire_dtype
+        )
         report = pb.ClientReport(
-            version=SCHEMA_VERSION, round=rnd, run_id="bench", client_id=client, task_key=key, task_index=pos,
-            task_finished=finished, num_examples=steps * self.fed.batch_size, steps=steps, loss=1.0,
-            pulls=pulls or [], manifest=manifest, metrics=metrics)
+            version=SCHEMA_VERSION,
+            round=rnd,
+            run_id="bench",
+            client_id=client,
+            task_key=key,
+            task_index=pos,
+            task_finished=finished,
+            num_examples=steps * self.fed.batch_size,
+            steps=steps,
+            loss=1.0,
+            pulls=pulls or [],
+            manifest=manifest,
+            metrics=metrics,
+        )
         if finished:
             self.tasks[client] = pos + 1
         return serialize(report), arrays

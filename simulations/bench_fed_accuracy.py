@@ -13,11 +13,11 @@ import argparse
 import json
 import platform
 import time
-import tomllib
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from simulations.run import run_config_overrides
 
@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_one(preset: dict, method: str, seed: int, clients: int, out: Path) -> dict:
     from client.client_app import app as client_app
-    from treelora.fed.settings import FedSettings
     from server.local_grid import LocalGrid
     from server.loop import run
+    from treelora.fed.settings import FedSettings
 
     rc = dict(preset, method=method, seed=seed)
     rc["out-dir"] = str(out / method / f"seed{seed}")
@@ -63,26 +63,39 @@ def main(argv: list[str] | None = None) -> int:
             m = res["metrics"]
             print(f"{method:12s} seed {seed}: ACC {100 * m['acc']['mean']:.2f}  BWT {100 * m['bwt']['mean']:.2f}  "
                   f"up {res['bytes_up_per_client_round'] / 1024:.1f} KiB  {res['wall_s']:.0f} s", flush=True)
-    table = ["| method | ACC % | BWT % | forgetting % | KiB up / client-round | KiB down / client-round | wall s / run |",
-             "|---|---|---|---|---|---|---|"]
+    table = [
+        "| method | ACC % | BWT % | forgetting % | KiB up / client-round | KiB down / client-round | wall s / run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     summary = {}
     for method, rs in rows.items():
+
         def ms(key: str) -> tuple[float, float]:
             vals = [100 * r["metrics"][key]["mean"] for r in rs]
             return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
         acc, bwt, fgt = ms("acc"), ms("bwt"), ms("forgetting")
         up = float(np.mean([r["bytes_up_per_client_round"] for r in rs])) / 1024
         down = float(np.mean([r["bytes_down_per_client_round"] for r in rs])) / 1024
         wall = float(np.mean([r["wall_s"] for r in rs]))
         summary[method] = {"acc": acc, "bwt": bwt, "forgetting": fgt, "kib_up": up, "kib_down": down, "wall_s": wall}
-        table.append(f"| {method} | {acc[0]:.2f} ± {acc[1]:.2f} | {bwt[0]:.2f} ± {bwt[1]:.2f} | "
-                     f"{fgt[0]:.2f} ± {fgt[1]:.2f} | {up:.1f} | {down:.1f} | {wall:.0f} |")
+        table.append(
+            f"| {method} | {acc[0]:.2f} ± {acc[1]:.2f} | {bwt[0]:.2f} ± {bwt[1]:.2f} | "
+            f"{fgt[0]:.2f} ± {fgt[1]:.2f} | {up:.1f} | {down:.1f} | {wall:.0f} |"
+        )
     text = "\n".join(table)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(),
-            "command": "python -m simulations.bench_fed_accuracy " + " ".join(argv or []), "preset": preset,
-            "clients": args.clients, "seeds": args.seeds, "summary": summary, "table": text}
+    meta = {
+        "date": str(date.today()),
+        "machine": platform.processor() or platform.machine(),
+        "command": "python -m simulations.bench_fed_accuracy " + " ".join(argv or []),
+        "preset": preset,
+        "clients": args.clients,
+        "seeds": args.seeds,
+        "summary": summary,
+        "table": text,
+    }
     (out / "fed_accuracy.json").write_text(json.dumps(meta, indent=2, default=str))
     return 0
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import simulations.bench_common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
+# isort: split
 import argparse
 import sys
 import time
@@ -135,23 +136,41 @@ def run_bandits(prob: Problem, tree: TaskTree, c: float, queries: list[int], arg
         log(f"[{mode} n={n} c={c}] repeat {rep}: tree {fmt_s(median(t_tree))}, flat {fmt_s(median(t_flat))}, "
             f"scan {fmt_s(median(t_scan))} per assignment")
     return {
-        "tree": {"assign_s_median": median(t_tree), "assign_s_p90": quantile(t_tree, 0.9),
-                 "xi_s_median": median(x_tree), "cpu_s_median": median(c_tree),
-                 "total_s_median": median([a + b for a, b in zip(t_tree, x_tree)]),
-                 "bound_evals_median": median(w_tree), "distance_evals_median": median(e_tree),
-                 "repeats": len(queries), **q_tree.summary()},
-        "flat": {"assign_s_median": median(t_flat), "assign_s_p90": quantile(t_flat, 0.9),
-                 "xi_s_median": median(x_flat), "cpu_s_median": median(c_flat),
-                 "total_s_median": median([a + b for a, b in zip(t_flat, x_flat)]),
-                 "bound_evals_median": median(w_flat), "distance_evals_median": median(e_flat),
-                 "steps_run": flat_steps, **q_flat.summary()},
+        "tree": {
+            "assign_s_median": median(t_tree),
+            "assign_s_p90": quantile(t_tree, 0.9),
+            "xi_s_median": median(x_tree),
+            "cpu_s_median": median(c_tree),
+            "total_s_median": median([a + b for a, b in zip(t_tree, x_tree)]),
+            "bound_evals_median": median(w_tree),
+            "distance_evals_median": median(e_tree),
+            "repeats": len(queries),
+            **q_tree.summary(),
+        },
+        "flat": {
+            "assign_s_median": median(t_flat),
+            "assign_s_p90": quantile(t_flat, 0.9),
+            "xi_s_median": median(x_flat),
+            "cpu_s_median": median(c_flat),
+            "total_s_median": median([a + b for a, b in zip(t_flat, x_flat)]),
+            "bound_evals_median": median(w_flat),
+            "distance_evals_median": median(e_flat),
+            "steps_run": flat_steps,
+            **q_flat.summary(),
+        },
         "tree_on_flat_steps": q_tree_paired.summary(),
-        "scan": {"assign_s_median": median(t_scan), "distance_evals_median": n * prob.L, "steps": scan_steps,
-                 **q_scan.summary()},
+        "scan": {
+            "assign_s_median": median(t_scan),
+            "distance_evals_median": n * prob.L,
+            "steps": scan_steps,
+            **q_scan.summary(),
+        },
         "speedup_tree_vs_flat": median(t_flat) / median(t_tree),
         "paired_speedup_wall": median([f[0] / tr[0] for tr, f in ((p[:3], p[3:]) for p in paired)]),
         "paired_speedup_cpu": median([f[2] / max(tr[2], 1e-9) for tr, f in ((p[:3], p[3:]) for p in paired)]),
-        "paired_speedup_with_xi": median([(f[0] + f[1]) / (tr[0] + tr[1]) for tr, f in ((p[:3], p[3:]) for p in paired)]),
+        "paired_speedup_with_xi": median(
+            [(f[0] + f[1]) / (tr[0] + tr[1]) for tr, f in ((p[:3], p[3:]) for p in paired)]
+        ),
         "paired_steps": len(paired),
         "speedup_tree_vs_flat_with_xi": median([a + b for a, b in zip(t_flat, x_flat)])
         / median([a + b for a, b in zip(t_tree, x_tree)]),
@@ -161,12 +180,25 @@ def run_bandits(prob: Problem, tree: TaskTree, c: float, queries: list[int], arg
 
 def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     t_all = time.perf_counter()
-    prob = Problem(n, mode=mode, layers=args.layers, p=args.p, s=args.sketch_dim, clusters=args.clusters,
-                   rank=args.rank, sigma_w=args.sigma_w, sigma_q=args.sigma_q, sigma_s=args.sigma_s,
-                   steps=args.steps, seed=args.seed)
+    prob = Problem(
+        n,
+        mode=mode,
+        layers=args.layers,
+        p=args.p,
+        s=args.sketch_dim,
+        clusters=args.clusters,
+        rank=args.rank,
+        sigma_w=args.sigma_w,
+        sigma_q=args.sigma_q,
+        sigma_s=args.sigma_s,
+        steps=args.steps,
+        seed=args.seed,
+    )
     tree, build_s = bulk_tree(prob, args.leaf_size)
-    log(f"[{mode} n={n}] generated in {prob.gen_s:.1f}s, built in {build_s:.2f}s, depth {tree.depth()}, "
-        f"{len(tree.leaves())} tree leaves")
+    log(
+        f"[{mode} n={n}] generated in {prob.gen_s:.1f}s, built in {build_s:.2f}s, depth {tree.depth()}, "
+        f"{len(tree.leaves())} tree leaves"
+    )
     sig_bytes = prob.sig.numel() * 4
 
     per_c = {}
@@ -207,10 +239,20 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         bandit.refresh()
         refresh_s.append(time.perf_counter() - t0)
     base = {
-        "mode": mode, "leaves": n, "signature_dim": prob.sig.shape[-1], "layers": prob.L,
-        "signature_store_mib": sig_bytes / 2**20, "generate_s": prob.gen_s, "truth_s": median(truth_s),
-        "build_s": build_s, "build_cpu_s": tree.build_cpu_s, "tree_depth": tree.depth(), "tree_leaves": len(tree.leaves()),
-        "insert_s_median": median(ins_s), "refresh_s_median": median(refresh_s), "refresh_pulled_arms": pulled_arms,
+        "mode": mode,
+        "leaves": n,
+        "signature_dim": prob.sig.shape[-1],
+        "layers": prob.L,
+        "signature_store_mib": sig_bytes / 2**20,
+        "generate_s": prob.gen_s,
+        "truth_s": median(truth_s),
+        "build_s": build_s,
+        "build_cpu_s": tree.build_cpu_s,
+        "tree_depth": tree.depth(),
+        "tree_leaves": len(tree.leaves()),
+        "insert_s_median": median(ins_s),
+        "refresh_s_median": median(refresh_s),
+        "refresh_pulled_arms": pulled_arms,
         "incremental_build_estimate_s": median(ins_s) * n / 2,
         "truth_checks": checks,
         "wall_s": time.perf_counter() - t_all,
@@ -222,10 +264,20 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sketch-sizes", type=int, nargs="*", default=[100, 1000, 10_000, 100_000],
-                    help="leaf counts for the sketch (federated server) mode")
-    ap.add_argument("--exact-sizes", type=int, nargs="*", default=[100, 1000],
-                    help="leaf counts for the exact p-dim signature (centralised) mode")
+    ap.add_argument(
+        "--sketch-sizes",
+        type=int,
+        nargs="*",
+        default=[100, 1000, 10_000, 100_000],
+        help="leaf counts for the sketch (federated server) mode",
+    )
+    ap.add_argument(
+        "--exact-sizes",
+        type=int,
+        nargs="*",
+        default=[100, 1000],
+        help="leaf counts for the exact p-dim signature (centralised) mode",
+    )
     ap.add_argument("--layers", type=int, default=12, help="L (MiniLM: 12 query/value LoRA layers)")
     ap.add_argument("--p", type=int, default=6144, help="grad signature size per layer (MiniLM r=8: 6144)")
     ap.add_argument("--sketch-dim", type=int, default=256)
@@ -236,19 +288,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigma-s", type=float, default=0.5, help="per-step gradient noise")
     ap.add_argument("--steps", type=int, default=200, help="T assignments per bandit run")
     ap.add_argument("--repeats", type=int, default=3, help="bandit runs per size (new query leaf each)")
-    ap.add_argument("--c", type=float, nargs="+", default=[2.0, 0.2],
-                    help="LCB exploration constants to run (2 = the learner's and the server's default)")
+    ap.add_argument(
+        "--c",
+        type=float,
+        nargs="+",
+        default=[2.0, 0.2],
+        help="LCB exploration constants to run (2 = the learner's and the server's default)",
+    )
     ap.add_argument("--leaf-size", type=int, default=1)
     ap.add_argument("--inserts", type=int, default=5, help="incremental inserts timed at each size")
     ap.add_argument("--scan-steps", type=int, default=20, help="steps at which the exact scan runs (max)")
-    ap.add_argument("--scan-budget-s", type=float, default=20.0,
-                    help="time budget of the exact scan per size (at least one step runs)")
-    ap.add_argument("--flat-budget-s", type=float, default=30.0,
-                    help="flat-bandit time budget per size and c; once spent the runs continue with the tree only "
-                         "(the table's flat quality and the paired tree quality cover the same steps)")
+    ap.add_argument(
+        "--scan-budget-s",
+        type=float,
+        default=20.0,
+        help="time budget of the exact scan per size (at least one step runs)",
+    )
+    ap.add_argument(
+        "--flat-budget-s",
+        type=float,
+        default=30.0,
+        help="flat-bandit time budget per size and c; once spent the runs continue with the tree only "
+        "(the table's flat quality and the paired tree quality cover the same steps)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: the search is Python-bound; 2 threads oversubscribe a loaded 2-core box)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the search is Python-bound; 2 threads oversubscribe a loaded 2-core box)",
+    )
     ap.add_argument("--out", default=None, help="output directory (default runs/bench)")
     ap.add_argument("--name", default="bench_search")
     args = ap.parse_args(argv)
@@ -259,35 +328,62 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             rows.extend(run_size(n, mode, args, log))
     m = machine.finish()
-    headers = ["mode", "leaves", "c", "sig dim", "build (CPU)", "insert (+refresh)", "tree sel+upd", "flat sel+upd",
-               "tree vs flat, paired: wall / CPU", "xi of L pulls", "tree vs flat incl. xi", "exact scan",
-               "scan vs tree incl. xi", "dist evals tree/flat/scan", "bound evals tree/flat",
-               "flat steps run", "norm. regret tree / tree on flat's steps / flat / scan", "hit rate tree/flat/scan",
-               "most-pulled = nearest tree/flat"]
+    headers = [
+        "mode",
+        "leaves",
+        "c",
+        "sig dim",
+        "build (CPU)",
+        "insert (+refresh)",
+        "tree sel+upd",
+        "flat sel+upd",
+        "tree vs flat, paired: wall / CPU",
+        "xi of L pulls",
+        "tree vs flat incl. xi",
+        "exact scan",
+        "scan vs tree incl. xi",
+        "dist evals tree/flat/scan",
+        "bound evals tree/flat",
+        "flat steps run",
+        "norm. regret tree / tree on flat's steps / flat / scan",
+        "hit rate tree/flat/scan",
+        "most-pulled = nearest tree/flat",
+    ]
     table = []
     for r in rows:
         tr, fl, sc = r["tree"], r["flat"], r["scan"]
-        table.append([
-            r["mode"], f"{r['leaves']:,}", f"{r['c']:g}", r["signature_dim"],
-            f"{fmt_s(r['build_s'])} ({fmt_s(r['build_cpu_s'])})",
-            f"{fmt_s(r['insert_s_median'])} (+{fmt_s(r['refresh_s_median'])}, {r.get('refresh_pulled_arms', '?')} arms)",
-            fmt_s(tr["assign_s_median"]), fmt_s(fl["assign_s_median"]),
-            f"{r['paired_speedup_wall']:.0f}x / {r['paired_speedup_cpu']:.0f}x",
-            fmt_s(tr["xi_s_median"]), f"{r['paired_speedup_with_xi']:.1f}x", fmt_s(sc["assign_s_median"]),
-            f"{r['speedup_tree_vs_scan_with_xi']:.0f}x",
-            f"{tr['distance_evals_median']:.0f} / {fl['distance_evals_median']:.0f} / {sc['distance_evals_median']:,}",
-            f"{tr['bound_evals_median']:.0f} / {fl['bound_evals_median']:,.0f}",
-            f"{fl['steps_run']}/{tr['repeats'] * args.steps}",
-            f"{tr['norm_regret']:.3f} / {r['tree_on_flat_steps']['norm_regret']:.3f} / {fl['norm_regret']:.3f} / "
-            f"{sc['norm_regret']:.3f}",
-            f"{tr['hit_rate']:.2f} / {fl['hit_rate']:.2f} / {sc['hit_rate']:.2f}",
-            f"{tr['final_pick_is_nearest']:.2f} / {fl['final_pick_is_nearest']:.2f}",
-        ])
+        table.append(
+            [
+                r["mode"],
+                f"{r['leaves']:,}",
+                f"{r['c']:g}",
+                r["signature_dim"],
+                f"{fmt_s(r['build_s'])} ({fmt_s(r['build_cpu_s'])})",
+                f"{fmt_s(r['insert_s_median'])} (+{fmt_s(r['refresh_s_median'])}, "
+                f"{r.get('refresh_pulled_arms', '?')} arms)",
+                fmt_s(tr["assign_s_median"]),
+                fmt_s(fl["assign_s_median"]),
+                f"{r['paired_speedup_wall']:.0f}x / {r['paired_speedup_cpu']:.0f}x",
+                fmt_s(tr["xi_s_median"]),
+                f"{r['paired_speedup_with_xi']:.1f}x",
+                fmt_s(sc["assign_s_median"]),
+                f"{r['speedup_tree_vs_scan_with_xi']:.0f}x",
+                f"{tr['distance_evals_median']:.0f} / {fl['distance_evals_median']:.0f} / "
+                f"{sc['distance_evals_median']:,}",
+                f"{tr['bound_evals_median']:.0f} / {fl['bound_evals_median']:,.0f}",
+                f"{fl['steps_run']}/{tr['repeats'] * args.steps}",
+                f"{tr['norm_regret']:.3f} / {r['tree_on_flat_steps']['norm_regret']:.3f} / {fl['norm_regret']:.3f} / "
+                f"{sc['norm_regret']:.3f}",
+                f"{tr['hit_rate']:.2f} / {fl['hit_rate']:.2f} / {sc['hit_rate']:.2f}",
+                f"{tr['final_pick_is_nearest']:.2f} / {fl['final_pick_is_nearest']:.2f}",
+            ]
+        )
     md = md_table(headers, table)
     print(f"Machine: {machine_line(m)}\nCommand: `{m['command']}`\n")
     print(md)
-    path = write_json(args.name, {"benchmark": "search", "machine": m, "args": vars(args), "rows": rows,
-                                  "table_md": md}, args.out)
+    path = write_json(
+        args.name, {"benchmark": "search", "machine": m, "args": vars(args), "rows": rows, "table_md": md}, args.out
+    )
     print(f"\nJSON: {path}")
     return 0
 

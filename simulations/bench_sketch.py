@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import simulations.bench_common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
+# isort: split
 import argparse
 import math
 import sys
@@ -39,8 +40,16 @@ from simulations.bench_common import BENCH_DIR, Machine, fmt_bytes, machine_line
 from treelora.sketch import LinearSketch, clear_sketch_cache, exact_l1
 
 
-def real_gradients(steps: int, tasks: int, train_per_class: int, batch_size: int, seed: int,
-                   log: Any, backbone: str = "minilm", stream_name: str = "wordnet") -> tuple[torch.Tensor, dict[str, Any]]:
+def real_gradients(
+    steps: int,
+    tasks: int,
+    train_per_class: int,
+    batch_size: int,
+    seed: int,
+    log: Any,
+    backbone: str = "minilm",
+    stream_name: str = "wordnet",
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """(n_steps, L, p) LoRA gradients of a backbone on a stream, from the learner's on_step hook."""
     from treelora.backbones import load_backbone
     from treelora.config import make_config
@@ -69,9 +78,18 @@ def real_gradients(steps: int, tasks: int, train_per_class: int, batch_size: int
             epoch += 1
         learner.end_task()
     g = torch.stack(grads)
-    info = {"steps": int(g.shape[0]), "layers": int(g.shape[1]), "p": int(g.shape[2]), "tasks": tasks,
-            "train_per_class": train_per_class, "batch_size": batch_size, "seconds": time.perf_counter() - t0,
-            "stream": stream_name, "backbone": backbone, "method": "seqlora"}
+    info = {
+        "steps": int(g.shape[0]),
+        "layers": int(g.shape[1]),
+        "p": int(g.shape[2]),
+        "tasks": tasks,
+        "train_per_class": train_per_class,
+        "batch_size": batch_size,
+        "seconds": time.perf_counter() - t0,
+        "stream": stream_name,
+        "backbone": backbone,
+        "method": "seqlora",
+    }
     log(f"collected {g.shape[0]} steps x {g.shape[1]} layers x {g.shape[2]} gradients in {info['seconds']:.1f}s")
     return g, info
 
@@ -97,10 +115,13 @@ def pair_sets(args: argparse.Namespace, real: torch.Tensor | None) -> dict[str, 
         idx = [(l, i, j) for l in range(L) for i in range(n) for j in range(i + 1, n)]
         pick = torch.randperm(len(idx), generator=gen)[: args.pairs].tolist()
         sel = [idx[k] for k in pick]
-        out[f"{args.backbone}-grad"] = (torch.stack([real[i, l] for l, i, _ in sel]), torch.stack([real[j, l] for l, _, j in sel]))
+        out[f"{args.backbone}-grad"] = (
+            torch.stack([real[i, l] for l, i, _ in sel]),
+            torch.stack([real[j, l] for l, _, j in sel]),
+        )
     for kind in args.random:
         v = random_vectors(kind, 2 * args.random_pairs, args.p, gen)
-        out[kind] = (v[: args.random_pairs], v[args.random_pairs:])
+        out[kind] = (v[: args.random_pairs], v[args.random_pairs :])
     return out
 
 
@@ -150,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=400, help="real-gradient pairs (same layer, two steps)")
     ap.add_argument("--random", nargs="*", default=["gaussian", "sparse", "heavy"])
     ap.add_argument("--random-pairs", type=int, default=200)
-    ap.add_argument("--grad-cache", default=str(BENCH_DIR / "minilm_wordnet_grads.pt"),
-                    help="reuse collected gradients from this file when its settings match ('' = never)")
+    ap.add_argument(
+        "--grad-cache",
+        default=str(BENCH_DIR / "minilm_wordnet_grads.pt"),
+        help="reuse collected gradients from this file when its settings match ('' = never)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
@@ -161,8 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     real, real_info = None, None
     if args.steps > 0:
-        key = {"steps": args.steps, "tasks": args.tasks, "train_per_class": args.train_per_class,
-               "batch_size": args.batch_size, "seed": args.seed, "backbone": args.backbone, "stream": args.stream}
+        key = {
+            "steps": args.steps,
+            "tasks": args.tasks,
+            "train_per_class": args.train_per_class,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "backbone": args.backbone,
+            "stream": args.stream,
+        }
         cache = Path(args.grad_cache) if args.grad_cache else None
         if cache is not None and cache.exists():
             blob = torch.load(cache, weights_only=False)
@@ -170,8 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                 real, real_info = blob["grads"], {**blob["info"], "from_cache": str(cache)}
                 log(f"gradients from {cache}")
         if real is None:
-            real, real_info = real_gradients(args.steps, args.tasks, args.train_per_class, args.batch_size,
-                                             args.seed, log, args.backbone, args.stream)
+            real, real_info = real_gradients(
+                args.steps,
+                args.tasks,
+                args.train_per_class,
+                args.batch_size,
+                args.seed,
+                log,
+                args.backbone,
+                args.stream,
+            )
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"key": key, "grads": real, "info": real_info}, cache)
@@ -184,29 +223,72 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = measure(x, y, s, list(range(args.seeds)))
             raw = x.shape[-1] * 4
-            rows.append({"vectors": name, "s": s, "p": int(x.shape[-1]), **r, "sketch_bytes": s * 4,
-                         "raw_bytes_fp32": raw, "compression": raw / (s * 4), "seconds": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "vectors": name,
+                    "s": s,
+                    "p": int(x.shape[-1]),
+                    **r,
+                    "sketch_bytes": s * 4,
+                    "raw_bytes_fp32": raw,
+                    "compression": raw / (s * 4),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
         clear_sketch_cache()
         log(f"s={s} done")
     m = machine.finish()
-    headers = ["vectors", "s", "pooled median rel. err", "p90", "per-seed median (min / med / max)",
-               "seeds > 10%", "factor removed: pooled median (worst seed)", "theory", "bytes / sketch",
-               "raw fp32", "ratio"]
-    table = [[r["vectors"], r["s"], f"{100 * r['pooled_median']:.1f}%", f"{100 * r['pooled_p90']:.1f}%",
-              f"{100 * r['per_seed_median_min']:.1f} / {100 * r['per_seed_median_med']:.1f} / "
-              f"{100 * r['per_seed_median_max']:.1f}%", f"{r['seeds_over_10pct']}/{r['seeds']}",
-              f"{100 * r['factor_removed_pooled_median']:.1f}% ({100 * r['factor_removed_per_seed_max']:.1f}%)",
-              f"{100 * r['theory_median']:.1f}%", fmt_bytes(r["sketch_bytes"]), fmt_bytes(r["raw_bytes_fp32"]),
-              f"{r['compression']:.0f}x"] for r in rows]
+    headers = [
+        "vectors",
+        "s",
+        "pooled median rel. err",
+        "p90",
+        "per-seed median (min / med / max)",
+        "seeds > 10%",
+        "factor removed: pooled median (worst seed)",
+        "theory",
+        "bytes / sketch",
+        "raw fp32",
+        "ratio",
+    ]
+    table = [
+        [
+            r["vectors"],
+            r["s"],
+            f"{100 * r['pooled_median']:.1f}%",
+            f"{100 * r['pooled_p90']:.1f}%",
+            f"{100 * r['per_seed_median_min']:.1f} / {100 * r['per_seed_median_med']:.1f} / "
+            f"{100 * r['per_seed_median_max']:.1f}%",
+            f"{r['seeds_over_10pct']}/{r['seeds']}",
+            f"{100 * r['factor_removed_pooled_median']:.1f}% ({100 * r['factor_removed_per_seed_max']:.1f}%)",
+            f"{100 * r['theory_median']:.1f}%",
+            fmt_bytes(r["sketch_bytes"]),
+            fmt_bytes(r["raw_bytes_fp32"]),
+            f"{r['compression']:.0f}x",
+        ]
+        for r in rows
+    ]
     md = md_table(headers, table)
     print(f"Machine: {machine_line(m)}\nCommand: `{m['command']}`\n")
     if real_info:
-        print(f"Real gradients: {real_info['steps']} steps x {real_info['layers']} layers x p={real_info['p']} "
-              f"({real_info['backbone']}, seqlora, {real_info['stream']}, {real_info['tasks']} tasks); "
-              f"{min(args.pairs, len(sets.get(args.backbone + '-grad', ([],))[0]))} same-layer step pairs.\n")
+        print(
+            f"Real gradients: {real_info['steps']} steps x {real_info['layers']} layers x p={real_info['p']} "
+            f"({real_info['backbone']}, seqlora, {real_info['stream']}, {real_info['tasks']} tasks); "
+            f"{min(args.pairs, len(sets.get(args.backbone + '-grad', ([],))[0]))} same-layer step pairs.\n"
+        )
     print(md)
-    path = write_json(args.name, {"benchmark": "sketch", "machine": m, "args": vars(args), "real_gradients": real_info,
-                                  "rows": rows, "table_md": md}, args.out)
+    path = write_json(
+        args.name,
+        {
+            "benchmark": "sketch",
+            "machine": m,
+            "args": vars(args),
+            "real_gradients": real_info,
+            "rows": rows,
+            "table_md": md,
+        },
+        args.out,
+    )
     print(f"\nJSON: {path}")
     return 0
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import simulations.bench_common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
+# isort: split
 import argparse
 import statistics
 import sys
@@ -319,17 +320,30 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(times[name])
         paired = [a / b for a, b in zip(times[name], times["seqlora"])]
         paired_cpu = [a / b for a, b in zip(cpu[name], cpu["seqlora"])]
-        rows.append({
-            "variant": name, "method": VARIANTS[name][0], "overrides": VARIANTS[name][1], "attention": VARIANTS[name][2],
-            "step_s_median": med, "step_s_p25": quantile(times[name], 0.25), "step_s_p75": quantile(times[name], 0.75),
-            "ratio_to_seqlora": med / base, "paired_ratio_median": statistics.median(paired),
-            "paired_ratio_p25": quantile(paired, 0.25), "paired_ratio_p75": quantile(paired, 0.75),
-            "search_s_median": statistics.median(search[name]), "reg_s_median": statistics.median(reg[name]),
-            "reg_s_mean": statistics.mean(reg[name]), "times": times[name], "cpu_times": cpu[name],
-            "cpu_s_median": statistics.median(cpu[name]), "cpu_ratio_to_seqlora": statistics.median(cpu[name]) / base_cpu,
-            "paired_cpu_ratio_median": statistics.median(paired_cpu),
-            "cpu_mean_ratio_to_seqlora": statistics.mean(cpu[name]) / statistics.mean(cpu["seqlora"]),
-        })
+        rows.append(
+            {
+                "variant": name,
+                "method": VARIANTS[name][0],
+                "overrides": VARIANTS[name][1],
+                "attention": VARIANTS[name][2],
+                "step_s_median": med,
+                "step_s_p25": quantile(times[name], 0.25),
+                "step_s_p75": quantile(times[name], 0.75),
+                "ratio_to_seqlora": med / base,
+                "paired_ratio_median": statistics.median(paired),
+                "paired_ratio_p25": quantile(paired, 0.25),
+                "paired_ratio_p75": quantile(paired, 0.75),
+                "search_s_median": statistics.median(search[name]),
+                "reg_s_median": statistics.median(reg[name]),
+                "reg_s_mean": statistics.mean(reg[name]),
+                "times": times[name],
+                "cpu_times": cpu[name],
+                "cpu_s_median": statistics.median(cpu[name]),
+                "cpu_ratio_to_seqlora": statistics.median(cpu[name]) / base_cpu,
+                "paired_cpu_ratio_median": statistics.median(paired_cpu),
+                "cpu_mean_ratio_to_seqlora": statistics.mean(cpu[name]) / statistics.mean(cpu["seqlora"]),
+            }
+        )
     parts = None
     if args.breakdown_reps > 0 and "treelora" in learners:
         parts = breakdown(learners["treelora"], batches["treelora"], args.breakdown_reps)
@@ -338,16 +352,31 @@ def main(argv: list[str] | None = None) -> int:
     m = machine.finish()
     md, md_parts, md_omp = render(rows, parts, omp)
     print(f"Machine: {machine_line(m)}\nCommand: `{m['command']}`\n")
-    print(f"{args.backbone}, {args.stream}, batch {args.batch_size} x {args.max_length} tokens, {args.threads} threads, "
-          f"{args.steps} interleaved steps per variant after 2 finished tasks and {args.warmup} warm-up steps.\n")
+    print(
+        f"{args.backbone}, {args.stream}, batch {args.batch_size} x {args.max_length} tokens, {args.threads} threads, "
+        f"{args.steps} interleaved steps per variant after 2 finished tasks and {args.warmup} warm-up steps.\n"
+    )
     print(md)
     if md_parts:
         print("\n" + md_parts)
     if md_omp:
         print("\n" + md_omp)
-    path = write_json(args.name, {"benchmark": "step", "machine": m, "args": vars(args), "rows": rows,
-                                  "treelora_breakdown_s": parts, "setup_s": setup_s, "table_md": md,
-                                  "breakdown_md": md_parts, "omp_compare": omp, "omp_md": md_omp}, args.out)
+    path = write_json(
+        args.name,
+        {
+            "benchmark": "step",
+            "machine": m,
+            "args": vars(args),
+            "rows": rows,
+            "treelora_breakdown_s": parts,
+            "setup_s": setup_s,
+            "table_md": md,
+            "breakdown_md": md_parts,
+            "omp_compare": omp,
+            "omp_md": md_omp,
+        },
+        args.out,
+    )
     print(f"\nJSON: {path}")
     return 0
 

@@ -25,9 +25,10 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from treelora.fed.settings import FedSettings
 from treelora.overrides import coerce, parse_pairs
@@ -67,7 +68,9 @@ def _superlink_pids(flwr_home: Path) -> set[int]:
 def foreign_superlinks(flwr_home: Path) -> list[str]:
     """Local simulation SuperLinks of *another* FLWR_HOME: ``flwr run`` would silently submit to them (same
     fixed ports), and whoever owns them may stop them mid-run."""
-    return [f"pid {pid}: {cmd[:160]}" for pid, cmd in _superlinks() if "--simulation" in cmd and str(flwr_home) not in cmd]
+    return [
+        f"pid {pid}: {cmd[:160]}" for pid, cmd in _superlinks() if "--simulation" in cmd and str(flwr_home) not in cmd
+    ]
 
 
 def stop_superlink(pids: set[int]) -> None:
@@ -100,20 +103,32 @@ def write_run_config(preset: Path, method: str, out: Path, extra: dict[str, obje
     return run_cfg
 
 
-def run_preset(preset: Path, method: str, clients: int, out: Path, env: dict[str, str], extra: dict[str, object]) -> Path:
+def run_preset(
+    preset: Path, method: str, clients: int, out: Path, env: dict[str, str], extra: dict[str, object]
+) -> Path:
     """One ``flwr run`` of a preset with the method and output directory overridden; returns results.json."""
     run_cfg = write_run_config(preset, method, out, extra)
     results = out / method / "results.json"
     results.unlink(missing_ok=True)
-    cmd = ["flwr", "run", str(ROOT), "--run-config", str(run_cfg),
-           "--federation-config", f"num-supernodes={clients}", "--stream"]
+    cmd = [
+        "flwr",
+        "run",
+        str(ROOT),
+        "--run-config",
+        str(run_cfg),
+        "--federation-config",
+        f"num-supernodes={clients}",
+        "--stream",
+    ]
     print(f"$ {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     for _ in range(60):  # the log stream can end a moment before the ServerApp has written its results
         if results.exists():
             return results
         time.sleep(1)
-    raise RuntimeError(f"{method}: the run ended without writing {results}; see {env['FLWR_HOME']}/local-superlink/superlink.log")
+    raise RuntimeError(
+        f"{method}: the run ended without writing {results}; see {env['FLWR_HOME']}/local-superlink/superlink.log"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,24 +137,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["treelora", "fedavg-lora", "local-only"])
     p.add_argument("--clients", type=int, default=3, help="number of simulated SuperNodes")
     p.add_argument("--out", default=None, help="output directory (default runs/federated/<preset>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra run-config (a TOML value or a bare string)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra run-config (a TOML value or a bare string)",
+    )
     p.add_argument("--flwr-home", default=str(ROOT / ".flwr"), help="private FLWR_HOME (local SuperLink state)")
     args = p.parse_args(argv)
     preset = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "simulations" / f"{args.preset}.toml"
     if not preset.exists():
-        raise SystemExit(f"no preset {preset}; presets: {', '.join(x.stem for x in (ROOT / 'simulations').glob('*.toml'))}")
+        raise SystemExit(
+            f"no preset {preset}; presets: {', '.join(x.stem for x in (ROOT / 'simulations').glob('*.toml'))}"
+        )
     out = Path(args.out or ROOT / "runs" / "federated" / preset.stem).resolve()
     try:
         extra = run_config_overrides(args.set)
     except ValueError as exc:
         p.error(f"--set: {exc}")
     flwr_home = Path(args.flwr_home).resolve()
-    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-               HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        FLWR_HOME=str(flwr_home),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        HF_HUB_OFFLINE="1",
+        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    )
     foreign = foreign_superlinks(flwr_home)
     if foreign:
-        raise SystemExit("another local Flower SuperLink holds the simulation ports; stop it first:\n  " + "\n  ".join(foreign))
+        raise SystemExit(
+            "another local Flower SuperLink holds the simulation ports; stop it first:\n  " + "\n  ".join(foreign)
+        )
     rows = []
     try:
         for method in args.methods:
@@ -149,15 +178,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((method, res, time.time() - t0))
     finally:
         stop_superlink(_superlink_pids(flwr_home))
-    lines = ["| method | ACC % | BWT % | forgetting % | KiB up / client-round | up vs full model | rejected | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | ACC % | BWT % | forgetting % | KiB up / client-round | up vs full model | rejected | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, res, wall in rows:
         m = res["metrics"]
         f = lambda k: f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['std']:.2f}" if k in m else "-"  # noqa: E731
         ratio = res.get("up_vs_full_model")
-        lines.append(f"| {method} | {f('acc')} | {f('bwt')} | {f('forgetting')} | "
-                     f"{res['bytes_up_per_client_round'] / 1024:.1f} | {'-' if not ratio else f'{100 * ratio:.3f}%'} | "
-                     f"{len(res['errors'])} | {wall:.0f} |")
+        lines.append(
+            f"| {method} | {f('acc')} | {f('bwt')} | {f('forgetting')} | "
+            f"{res['bytes_up_per_client_round'] / 1024:.1f} | {'-' if not ratio else f'{100 * ratio:.3f}%'} | "
+            f"{len(res['errors'])} | {wall:.0f} |"
+        )
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     print(f"\n{preset.stem}: {args.clients} clients, results in {out}\n{table}")

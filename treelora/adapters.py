@@ -9,8 +9,8 @@ matched modules (the paper's depth ablation). Layer l's adapter is the pair (A_l
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn

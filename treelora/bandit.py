@@ -18,7 +18,7 @@ Ties are broken by a seeded generator so that unpulled siblings are explored in 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -136,7 +136,9 @@ class _LCBBase:
         """One arm per layer (None while the tree is empty)."""
         return [self.select(layer, t) for layer in range(self.tree.num_layers)]
 
-    def select(self, layer: int, t: int, allowed: Callable[[str], bool] | None = None) -> str | None:  # pragma: no cover
+    def select(  # pragma: no cover - abstract
+        self, layer: int, t: int, allowed: Callable[[str], bool] | None = None
+    ) -> str | None:
         raise NotImplementedError
 
     def update_all(self, choices: list[str | None], losses: list[float], t: int) -> None:
@@ -236,8 +238,11 @@ class TreeLCBBandit(_LCBBase):
         n = self._node_cnt[node.path]
         pulled = n > 0
         m = n[pulled]
-        own[pulled] = (self._node_sum[node.path][pulled] / m / scale[pulled] - self.c * np.sqrt(log_t / m)
-                       - self.delta * self.delta_decay**node.depth)
+        own[pulled] = (
+            self._node_sum[node.path][pulled] / m / scale[pulled]
+            - self.c * np.sqrt(log_t / m)
+            - self.delta * self.delta_decay**node.depth
+        )
         return np.maximum(own, below)
 
     def _own_bound(self, node: Node, layer: int, t: int) -> float:

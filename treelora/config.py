@@ -60,7 +60,7 @@ class LearnerConfig:
     rebuild_every: int = 4  # rebuild the tree from scratch after this many inserts (paper preset)
     tree_budget: int = 0  # max stored task adapters; 0 = unlimited (merge closest leaves when over)
     reg_every: int = 1  # apply the regulariser every k steps (cost knob)
-    l1_reduction: str = "sum"  # l1-grad distance per layer: "sum" (Eq. 3 as written) | "mean" (divided by the layer's size)
+    l1_reduction: str = "sum"
     fd_eps: float = 1e-3  # finite-difference step of l1-grad-fd (relative to parameter norm)
     # --- baselines ---
     olora_lambda: float = 0.5  # λ1 of O-LoRA's orthogonality loss

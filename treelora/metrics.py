@@ -10,7 +10,7 @@ Scores may be on any scale (fractions or percentages); the metrics keep that sca
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -11,7 +11,8 @@ registered under the name a config uses, so adding a variant means adding a clas
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -86,6 +86,8 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float]]]) -> str:
     lines = [head, "|" + "---|" * 9]
     for method, row in table.items():
         pct = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in METRIC_KEYS]
-        times = [f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("time_per_task_s", "search_time_per_task_s", "step_time_s")]
+        times = [
+            f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("time_per_task_s", "search_time_per_task_s", "step_time_s")
+        ]
         lines.append(f"| {method} | {int(row['seeds'][0])} | " + " | ".join(pct + times) + " |")
     return "\n".join(lines)

@@ -317,7 +317,7 @@ class LayerSketcher:
                 "layer_dims": list(self.layer_dims), "version": SPEC_VERSION}
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "LayerSketcher":
+    def from_spec(cls, spec: dict) -> LayerSketcher:
         """Rebuild a sketcher from :meth:`spec` output; raises ValueError naming the bad or missing field."""
         if not isinstance(spec, dict):
             raise ValueError(f"sketch spec must be a dict, got {type(spec).__name__}")

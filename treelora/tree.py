@@ -22,8 +22,9 @@ members so every original task stays reachable through :meth:`TaskTree.entry_of`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ class Node:
     path: str
     depth: int
     keys: list[str]
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     center: torch.Tensor | None = None  # layer-d mean the split measured against
     threshold: float | None = None  # split value (median distance or median score)
 
@@ -63,7 +64,7 @@ class Node:
     def is_leaf(self) -> bool:
         return not self.children
 
-    def walk(self) -> Iterator["Node"]:
+    def walk(self) -> Iterator[Node]:
         """Pre-order traversal."""
         yield self
         for child in self.children:
@@ -382,7 +383,7 @@ class TaskTree:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, distance_fn: DistanceFn = l1_distance) -> "TaskTree":
+    def from_dict(cls, data: dict[str, Any], *, distance_fn: DistanceFn = l1_distance) -> TaskTree:
         """Inverse of :meth:`to_dict`; raises ValueError on a wrong version or inconsistent content."""
         if data.get("version") != TREE_FORMAT_VERSION:
             raise ValueError(f"tree format version {data.get('version')!r} is not {TREE_FORMAT_VERSION}")
@@ -394,12 +395,21 @@ class TaskTree:
             distance_fn=distance_fn,
         )
         for e in data["entries"]:
-            tree.entries[e["key"]] = TreeEntry(e["key"], list(e["signature"]), list(e["members"]), e["weight"], e["payload"])
+            tree.entries[e["key"]] = TreeEntry(
+                e["key"], list(e["signature"]), list(e["members"]), e["weight"], e["payload"]
+            )
             for m in e["members"]:
                 tree._member_index[m] = e["key"]
 
         def node_from(d: dict[str, Any]) -> Node:
-            return Node(d["path"], d["depth"], list(d["keys"]), [node_from(c) for c in d["children"]], d["center"], d["threshold"])
+            return Node(
+                d["path"],
+                d["depth"],
+                list(d["keys"]),
+                [node_from(c) for c in d["children"]],
+                d["center"],
+                d["threshold"],
+            )
 
         tree.root = None if data["root"] is None else node_from(data["root"])
         if tree.root is not None and sorted(tree.root.keys) != sorted(tree.entries):

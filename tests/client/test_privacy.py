@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from client.client_app import app as client_app
-from protos.envelope import unpack
-from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
+from protos.envelope import unpack
 from server.local_grid import LocalGrid
 from server.loop import run
+from treelora.fed.settings import FedSettings
 
 ALLOWED_TENSORS = re.compile(r"^(adapter\.\d+\.[AB]|sketch\.\d+|final\.\d+)$")
 ALLOWED_METRICS = re.compile(r"^(train_s|loss|model_bytes|stream_done|probe|last_round|acc/c\d+/t\d+)$")

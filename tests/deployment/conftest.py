@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -257,39 +257,66 @@ class Deployment:
 
     def register(self, *names: str) -> dict[str, int]:
         """make_keys.py register (what `flwr supernode register` does) for each key; returns name → node id."""
-        out = self.sh(sys.executable, "-m", "simulations.deploy.make_keys", "register", "--keys", str(self.tmp / "keys"),
-                      "--connection", "deploy", *names).stdout
+        out = self.sh(
+            sys.executable,
+            "-m",
+            "simulations.deploy.make_keys",
+            "register",
+            "--keys",
+            str(self.tmp / "keys"),
+            "--connection",
+            "deploy",
+            *names,
+        ).stdout
         ids = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2}
         assert set(ids) == set(names), out
         return ids
 
-    def start_node(self, pid: int, num: int, key: str | None = None, extra: tuple[str, ...] = (),
-                   name: str | None = None) -> Proc:
+    def start_node(
+        self, pid: int, num: int, key: str | None = None, extra: tuple[str, ...] = (), name: str | None = None
+    ) -> Proc:
         port = self.node_ports.setdefault(pid, free_port()) if key is None else free_port()
         env = {"NODE_PORT": str(port)}
         if key is not None:
             env["NODE_KEY"] = str(self.tmp / "keys" / key)
-        proc = self.start(name or f"node{pid}", "bash", str(DEPLOY / "start_supernode.sh"), str(pid), str(num),
-                          str(self.tmp / "state"), "cpu", *extra, env=env)
+        proc = self.start(
+            name or f"node{pid}",
+            "bash",
+            str(DEPLOY / "start_supernode.sh"),
+            str(pid),
+            str(num),
+            str(self.tmp / "state"),
+            "cpu",
+            *extra,
+            env=env,
+        )
         if key is None:
             self.nodes[pid] = proc
         return proc
 
     def wait_nodes_active(self, ids: list[int], timeout: float = 60) -> None:
         """Until the SuperLink has logged the activation of every given node id."""
+
         def done() -> bool:
             text = self.superlink.text() if self.superlink else ""
             return all(f"Activated node_id={i}" in text for i in ids)
+
         self.wait_for(f"activation of nodes {ids}", done, timeout)
 
     def submit(self, run_config: dict, overrides: str = "") -> int:
         """run_federation.sh with STREAM=0; returns the run id."""
         preset = self.tmp / f"preset-{uuid.uuid4().hex[:6]}.toml"
         preset.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config.items()))
-        proc = subprocess.run(["bash", str(DEPLOY / "run_federation.sh"), str(preset), overrides, "--format", "json"],
-                              cwd=ROOT, env=dict(self.env, STREAM="0"), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["bash", str(DEPLOY / "run_federation.sh"), str(preset), overrides, "--format", "json"],
+            cwd=ROOT,
+            env=dict(self.env, STREAM="0"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, f"run_federation.sh failed:\n{proc.stdout}\n{proc.stderr}\n{self.diagnostics()}"
-        data = json.loads(proc.stdout[proc.stdout.index("{"):])
+        data = json.loads(proc.stdout[proc.stdout.index("{") :])
         assert data.get("success"), proc.stdout
         return int(data["run-id"])
 

@@ -10,9 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protos import codec
+from protos import codec, wire
 from protos import treelora_fed_pb2 as pb
-from protos import wire
 from protos.wire import ProtocolError
 
 from .samples import FUZZ, check_case

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protos import SCHEMA_VERSION, messages
+from protos import SCHEMA_VERSION, messages, wire
 from protos import treelora_fed_pb2 as pb
-from protos import wire
 from protos.wire import ProtocolError
 
 from .samples import FUZZ, check_case, good_assignment, good_report

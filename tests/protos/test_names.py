@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from protos import names
-from protos import wire
+from protos import names, wire
 
 
 def test_names_follow_the_table():

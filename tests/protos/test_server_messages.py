@@ -14,19 +14,19 @@ from __future__ import annotations
 
 from copy import deepcopy
 
-import pytest
 import numpy as np
+import pytest
 from flwr.app import Message
 
 from client.client_app import app as client_app
 from client.node_settings import NodeSettings
-from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
 from protos import wire
 from protos.envelope import unpack
 from protos.wire import ProtocolError
 from server.local_grid import LocalGrid
 from server.loop import run
+from treelora.fed.settings import FedSettings
 
 BASE = {
     "stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,

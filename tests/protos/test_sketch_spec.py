@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protos import sketch_spec
+from protos import sketch_spec, wire
 from protos import treelora_fed_pb2 as pb
-from protos import wire
 from protos.wire import ProtocolError
 
 

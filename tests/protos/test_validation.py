@@ -226,16 +226,38 @@ REPORT_CASES = {
     "report-pull-count": ("bad-value", _report_case(lambda r, a: _set(r.pulls[0], count=0))),
     "report-pull-dup": ("malformed", _report_case(lambda r, a: r.pulls.append(r.pulls[0]))),
     "report-finished-without-final": ("missing-tensor", _report_case(lambda r, a: _set(r, task_finished=True))),
-    "report-final-when-unfinished": ("unexpected-tensor", _report_case(lambda r, a: (
-        r.manifest.append(pb.TensorInfo(name="final.0", shape=[S], dtype="float32")),
-        a.update({"final.0": np.zeros(S, np.float32)})))),
-    "report-missing-adapter": ("missing-tensor", _report_case(lambda r, a: (
-        a.pop("adapter.1.B"), r.manifest.__delitem__([i.name for i in r.manifest].index("adapter.1.B"))))),
+    "report-final-when-unfinished": (
+        "unexpected-tensor",
+        _report_case(
+            lambda r, a: (
+                r.manifest.append(pb.TensorInfo(name="final.0", shape=[S], dtype="float32")),
+                a.update({"final.0": np.zeros(S, np.float32)}),
+            )
+        ),
+    ),
+    "report-missing-adapter": (
+        "missing-tensor",
+        _report_case(
+            lambda r, a: (
+                a.pop("adapter.1.B"),
+                r.manifest.__delitem__([i.name for i in r.manifest].index("adapter.1.B")),
+            )
+        ),
+    ),
     "report-undeclared-array": ("unexpected-tensor", _report_case(lambda r, a: a.update(junk=np.zeros(1)))),
-    "report-adapter-shape": ("bad-shape", _report_case(lambda r, a: (
-        r.manifest[0].shape.__setitem__(slice(None), [5, 2]), a.update({r.manifest[0].name: np.zeros((5, 2), np.int16)})))),
-    "report-sketch-dtype": ("bad-dtype", _report_case(lambda r, a: a.update(
-        {"sketch.0": a["sketch.0"].astype(np.float64)}))),
+    "report-adapter-shape": (
+        "bad-shape",
+        _report_case(
+            lambda r, a: (
+                r.manifest[0].shape.__setitem__(slice(None), [5, 2]),
+                a.update({r.manifest[0].name: np.zeros((5, 2), np.int16)}),
+            )
+        ),
+    ),
+    "report-sketch-dtype": (
+        "bad-dtype",
+        _report_case(lambda r, a: a.update({"sketch.0": a["sketch.0"].astype(np.float64)})),
+    ),
     "report-sketch-nan": ("non-finite", _report_case(lambda r, a: a["sketch.2"].__setitem__(3, np.nan))),
     "report-too-large": ("too-large", _report_case(lambda r, a: None, max_bytes=100)),
     "report-not-a-report": ("malformed", lambda: check_report(pb.Assignment(version=1), {})),
@@ -269,12 +291,21 @@ ASSIGN_CASES = {
     "assign-missing-share": ("missing-tensor", _assign_case(lambda m, a: _set(m.layers[1], shared=True))),
     "assign-lone-head": ("missing-tensor", _assign_case(lambda m, a: _drop(m, a, wire.WARM_HEAD_WEIGHT))),
     "assign-head-shape": ("bad-shape", _assign_case(lambda m, a: None, head_shapes=((4, 7), (4,)))),
-    "assign-cand-shape": ("bad-shape", _assign_case(lambda m, a: (
-        m.manifest[0].shape.__setitem__(0, S + 1), a.update({m.manifest[0].name: np.zeros(S + 1, np.float16)})))),
+    "assign-cand-shape": (
+        "bad-shape",
+        _assign_case(
+            lambda m, a: (
+                m.manifest[0].shape.__setitem__(0, S + 1),
+                a.update({m.manifest[0].name: np.zeros(S + 1, np.float16)}),
+            )
+        ),
+    ),
     "assign-no-warm": ("unexpected-tensor", _assign_case(lambda m, a: _set(m, warm_start_leaf=""))),
     "assign-undeclared-array": ("unexpected-tensor", _assign_case(lambda m, a: a.update(junk=np.zeros(1)))),
-    "assign-dtype": ("bad-dtype", _assign_case(lambda m, a: a.update(
-        {m.manifest[0].name: a[m.manifest[0].name].astype(np.float32)}))),
+    "assign-dtype": (
+        "bad-dtype",
+        _assign_case(lambda m, a: a.update({m.manifest[0].name: a[m.manifest[0].name].astype(np.float32)})),
+    ),
     "assign-nan": ("non-finite", _assign_case(lambda m, a: a[m.manifest[0].name].__setitem__(0, np.nan))),
     "assign-too-large": ("too-large", _assign_case(lambda m, a: None, max_bytes=100)),
     "assign-dup-manifest": ("malformed", _assign_case(lambda m, a: m.manifest.append(m.manifest[0]))),
@@ -285,8 +316,18 @@ CASES = {**REPORT_CASES, **ASSIGN_CASES}
 # Every code validate_assignment can raise. Not among them: bad-round / stale-round (the round is the client's
 # business: ClientNode compares it with its saved state), unknown-leaf (the client does not know the tree),
 # internal (never a validation outcome).
-ASSIGNMENT_CODES = {"bad-version", "malformed", "too-large", "bad-value", "bad-layer", "non-finite",
-                    "missing-tensor", "unexpected-tensor", "bad-shape", "bad-dtype"}
+ASSIGNMENT_CODES = {
+    "bad-version",
+    "malformed",
+    "too-large",
+    "bad-value",
+    "bad-layer",
+    "non-finite",
+    "missing-tensor",
+    "unexpected-tensor",
+    "bad-shape",
+    "bad-dtype",
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -303,10 +344,18 @@ def test_every_assignment_rejection_code_is_exercised():
 
 
 _weird_values = st.one_of(
-    st.none(), st.integers(), st.text(max_size=3), st.just([1.0, 2.0]), st.just(torch.zeros(S)),
-    st.builds(lambda n, dt: np.zeros(n, dtype=dt), st.integers(0, 9),
-              st.sampled_from([np.float32, np.float16, np.int16, np.float64, np.int8, np.bool_, object,
-                               ">f4", ">i2", "U3", [("a", "f4")]])),
+    st.none(),
+    st.integers(),
+    st.text(max_size=3),
+    st.just([1.0, 2.0]),
+    st.just(torch.zeros(S)),
+    st.builds(
+        lambda n, dt: np.zeros(n, dtype=dt),
+        st.integers(0, 9),
+        st.sampled_from(
+            [np.float32, np.float16, np.int16, np.float64, np.int8, np.bool_, object, ">f4", ">i2", "U3", [("a", "f4")]]
+        ),
+    ),
     st.builds(lambda n: np.full(n, np.nan, np.float32), st.integers(1, 9)),
 )
 _floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -314,19 +363,25 @@ _mutation = st.one_of(
     st.tuples(st.just("drop-array"), st.integers(0, 100)),
     st.tuples(st.just("set-array"), st.integers(0, 100), _weird_values),
     st.tuples(st.just("new-array"), st.one_of(st.text(max_size=12), st.integers(), st.none()), _weird_values),
-    st.tuples(st.just("poke"), st.integers(0, 100), st.integers(0, 20), st.integers(-2**15, 2**15 - 1)),
+    st.tuples(st.just("poke"), st.integers(0, 100), st.integers(0, 20), st.integers(-(2**15), 2**15 - 1)),
     st.tuples(st.just("drop-info"), st.integers(0, 100)),
-    st.tuples(st.just("info-shape"), st.integers(0, 100), st.lists(st.integers(-2**63, 2**63 - 1), max_size=4)),
+    st.tuples(st.just("info-shape"), st.integers(0, 100), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
     st.tuples(st.just("info-dtype"), st.integers(0, 100), st.text(max_size=9)),
     st.tuples(st.just("info-name"), st.integers(0, 100), st.text(max_size=12)),
-    st.tuples(st.just("field"), st.sampled_from(["round", "num_examples", "steps", "task_index"]),
-              st.integers(0, 2**32 - 1)),
+    st.tuples(
+        st.just("field"), st.sampled_from(["round", "num_examples", "steps", "task_index"]), st.integers(0, 2**32 - 1)
+    ),
     st.tuples(st.just("float"), st.sampled_from(["loss"]), _floats),
     st.tuples(st.just("text"), st.sampled_from(["client_id", "task_key", "run_id"]), st.text(max_size=5)),
     st.tuples(st.just("finished"), st.booleans()),
     st.tuples(st.just("version"), st.integers(0, 2**32 - 1)),
-    st.tuples(st.just("pull"), st.integers(0, 2**32 - 1), st.sampled_from(sorted(LEAVES) + ["", "zz"]),
-              _floats, st.integers(0, 2**32 - 1)),
+    st.tuples(
+        st.just("pull"),
+        st.integers(0, 2**32 - 1),
+        st.sampled_from(sorted(LEAVES) + ["", "zz"]),
+        _floats,
+        st.integers(0, 2**32 - 1),
+    ),
     st.tuples(st.just("metric"), st.text(max_size=4), _floats),
     st.tuples(st.just("as-bytes"), st.integers(0, 300), st.integers(0, 255)),
 )
@@ -395,8 +450,9 @@ def test_fuzz_validate_report_only_raises_protocol_error(mutations, finished, ex
         assert e.code in wire.ERROR_CODES
         return
     final = report.task_finished if isinstance(report, pb.ClientReport) else wire.parse_report(report).task_finished
-    assert set(out) == set(wire.expected_report_tensors(num_layers=L, adapter_shapes=ADAPTER_SHAPES,
-                                                        sketch_dim=S, task_finished=final))
+    assert set(out) == set(
+        wire.expected_report_tensors(num_layers=L, adapter_shapes=ADAPTER_SHAPES, sketch_dim=S, task_finished=final)
+    )
     assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in out.values())
 
 
@@ -404,11 +460,20 @@ _assign_mutation = st.one_of(
     st.tuples(st.just("drop-array"), st.integers(0, 100)),
     st.tuples(st.just("set-array"), st.integers(0, 100), _weird_values),
     st.tuples(st.just("drop-info"), st.integers(0, 100)),
-    st.tuples(st.just("info-shape"), st.integers(0, 100), st.lists(st.integers(-2**63, 2**63 - 1), max_size=4)),
-    st.tuples(st.just("layer"), st.integers(0, 5), st.lists(st.sampled_from(["", "c0/t0", "c1/t0"]), max_size=3),
-              st.booleans()),
-    st.tuples(st.just("spec"), st.sampled_from(["", "cauchy", "gaussian"]), st.integers(0, 2 * S),
-              st.integers(0, 5), st.lists(st.integers(0, 12), max_size=4)),
+    st.tuples(st.just("info-shape"), st.integers(0, 100), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
+    st.tuples(
+        st.just("layer"),
+        st.integers(0, 5),
+        st.lists(st.sampled_from(["", "c0/t0", "c1/t0"]), max_size=3),
+        st.booleans(),
+    ),
+    st.tuples(
+        st.just("spec"),
+        st.sampled_from(["", "cauchy", "gaussian"]),
+        st.integers(0, 2 * S),
+        st.integers(0, 5),
+        st.lists(st.integers(0, 12), max_size=4),
+    ),
     st.tuples(st.just("lam"), _floats),
     st.tuples(st.just("warm"), st.sampled_from(["", "c0/t0"])),
     st.tuples(st.just("as-bytes"), st.integers(0, 300), st.integers(0, 255)),

@@ -1,19 +1,18 @@
 """In-process federation: the real ClientApp and server loop over a LocalGrid (no Ray, no SuperLink)."""
 
-import copy
 
 import numpy as np
 import pytest
 import torch
 
 from client.client_app import app as client_app
-from protos.envelope import pack, unpack
-from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
+from protos.envelope import pack, unpack
 from protos.wire import parse_report
 from server.local_grid import LocalGrid
 from server.loop import run
 from server.state import GlobalState
+from treelora.fed.settings import FedSettings
 
 BASE = {
     "stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,
@@ -67,7 +66,7 @@ def test_assignments_carry_candidates_shares_and_warm_starts(treelora_run):
     for a, arrays in by_round[3]:
         cands = {c for la in a.layers for c in la.candidates}
         assert cands and not any(c.startswith(a.client_id + "/") for c in cands)
-        assert a.warm_start_leaf and f"warm.0.A" in arrays
+        assert a.warm_start_leaf and "warm.0.A" in arrays
     queries = [m for m in grid.sent if m.metadata.message_type == "query"]
     assert len(queries) == 3  # one probe per client, before its second task
 

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from client.client_app import app as client_app
-from treelora.fed.settings import FedSettings
 from server.local_grid import LocalGrid
 from server.loop import run
+from treelora.fed.settings import FedSettings
 
 RC = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,
       "local-steps": 2, "batch-size": 8, "train-per-class": 16, "test-per-class": 8, "regularizer": "l1-grad-fd",

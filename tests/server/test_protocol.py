@@ -6,16 +6,18 @@ import io
 import numpy as np
 import pytest
 import torch
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client.client_app import app as client_app
-from protos.envelope import pack, unpack
-from treelora.fed.settings import FedSettings
 from protos import treelora_fed_pb2 as pb
+from protos.envelope import pack, unpack
 from protos.wire import ProtocolError, serialize
 from server.local_grid import LocalGrid
 from server.loop import run
 from server.state import GlobalState
+from treelora.fed.settings import FedSettings
 
 BASE = {
     "stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 1,
@@ -140,9 +142,6 @@ def test_client_rejects_bad_assignment_without_touching_its_state(tmp_path):
         unpack(reply.content)
 
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 
 def _fuzzed_content(draw, control: bytes, arrays: dict[str, np.ndarray]) -> RecordDict:

@@ -6,11 +6,11 @@ import io
 import pytest
 import torch
 
-from treelora.fed.settings import FedSettings
 from protos.wire import parse_checkpoint
 from server.checkpoint import CHECKPOINT
 from server.state import GlobalState
 from simulations.bench_common import SynthFed
+from treelora.fed.settings import FedSettings
 from treelora.tree import TaskTree
 
 SHAPES = [((2, 8), (8, 2))] * 3

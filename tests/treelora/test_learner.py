@@ -8,9 +8,8 @@ from treelora.config import METHODS, make_config
 from treelora.learner import ContinualLearner
 from treelora.streams import load_stream
 
-from .learners import assert_same, round_trip
+from .learners import assert_same, round_trip, tiny_stream
 from .learners import make_learner as make
-from .learners import tiny_stream
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,9 @@ def test_training_reduces_loss_and_learns(stream):
     from treelora.data import iterate_batches
 
     learner.start_epoch(3)
-    losses = [learner.train_step(b) for epoch in range(25) for b in iterate_batches(encoded, 16, shuffle=True, seed=epoch)]
+    losses = [
+        learner.train_step(b) for epoch in range(25) for b in iterate_batches(encoded, 16, shuffle=True, seed=epoch)
+    ]
     learner.end_task()
     assert sum(losses[-3:]) < sum(losses[:3])
     assert learner.evaluate(stream.tasks[0], key="t0") > 0.7
@@ -188,8 +189,9 @@ def test_state_dict_round_trips_mid_task_and_training_continues_identically(meth
     a = make(method, stream)
     _steps(a, stream, [(0, 3, True), (1, 2, False)])
     state = a.state_dict()
-    assert state["format"] == 2 and set(state["method_state"]) == ({"fisher", "anchor", "sq", "count"}
-                                                                   if method == "ewc" else set())
+    assert state["format"] == 2 and set(state["method_state"]) == (
+        {"fisher", "anchor", "sq", "count"} if method == "ewc" else set()
+    )
     b = make(method, stream)
     b.load_state_dict(round_trip(state))
     assert_same(b.state_dict(), a.state_dict())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from treelora.config import make_config
-from treelora.methods import EWC, METHOD_REGISTRY, OLoRA, ContinualMethod, make_method
+from treelora.methods import EWC, METHOD_REGISTRY, ContinualMethod, OLoRA, make_method
 
 from . import test_regularizers as tiny
 from .learners import assert_same, make_learner, round_trip, tiny_stream

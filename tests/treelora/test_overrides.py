@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Optional
 
 import pytest
+import tomllib
 
 from treelora.config import LearnerConfig
 from treelora.overrides import coerce, parse_pairs, parse_value

@@ -51,7 +51,9 @@ def test_observed_distance_is_per_coordinate_except_for_the_released_sampler():
     vectors = [torch.tensor([1.0, -1.0, 2.0, 0.0]), torch.ones(3)]
     lcb = make_selector(make_config("treelora"), tree(dim=4))
     official = make_selector(make_config("treelora-official"), tree(dim=4))
-    assert lcb.observed_distances(targets, vectors)[0] == 1.0 and math.isnan(lcb.observed_distances(targets, vectors)[1])
+    assert lcb.observed_distances(targets, vectors)[0] == 1.0 and math.isnan(
+        lcb.observed_distances(targets, vectors)[1]
+    )
     assert official.observed_distances(targets, vectors)[0] == 4.0
 
 

@@ -150,7 +150,8 @@ def test_dot_consecutive_uses_differences():
     # Δ = e0, 5e1, 0, 5e1 on layer 0; mean (0.25, 2.5); scores 0.25, 12.5, 0, 12.5; torch's lower median 0.25;
     # s >= median goes left.
     e = torch.eye(4)
-    sigs = {"t0": [e[0], e[0]], "t1": [e[0] + 5 * e[1], e[0]], "t2": [e[0] + 5 * e[1], e[0]], "t3": [e[0] + 10 * e[1], e[0]]}
+    sigs = {"t0": [e[0], e[0]], "t1": [e[0] + 5 * e[1], e[0]], "t2": [e[0] + 5 * e[1], e[0]],
+            "t3": [e[0] + 10 * e[1], e[0]]}
     tree = build(sigs, split="dot-consecutive")
     assert tree.root.threshold is not None
     left, right = (set(c.keys) for c in tree.root.children)

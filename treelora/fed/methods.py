@@ -18,7 +18,7 @@ from ..registry import Registry
 
 __all__ = ["FedMethod", "FED_METHOD_REGISTRY", "fed_method"]
 
-FED_METHOD_REGISTRY: Registry[type["FedMethod"]] = Registry("federated method")
+FED_METHOD_REGISTRY: Registry[type[FedMethod]] = Registry("federated method")
 
 
 class FedMethod:

@@ -12,8 +12,9 @@ learner method's default". The learner method is ``local-method``, or what the f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
 from ..overrides import coerce
@@ -117,7 +118,7 @@ class FedSettings:
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> "FedSettings":
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FedSettings:
         """Parse kebab-case keys typed by their field (:func:`treelora.overrides.coerce`); an unknown key or a
         value of the wrong type is a ValueError naming it (and, for a key, the known ones)."""
         try:

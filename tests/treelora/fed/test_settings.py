@@ -2,10 +2,10 @@
 defaults as pyproject.toml's [tool.flwr.app.config]."""
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from treelora.config import LearnerConfig
 from treelora.fed.settings import LEARNER_KEYS, FedSettings
@@ -24,7 +24,9 @@ def test_run_config_parses_types_and_names_unknown_keys():
         FedSettings(rebuild_growth=-1.0)
     with pytest.raises(ValueError, match="l1-reduction must be sum or mean"):
         FedSettings.from_run_config({"l1-reduction": "max"})
-    with pytest.raises(ValueError, match="unknown federated method 'fedprox'; known: treelora, fedavg-lora, local-only"):
+    with pytest.raises(
+        ValueError, match="unknown federated method 'fedprox'; known: treelora, fedavg-lora, local-only"
+    ):
         FedSettings(method="fedprox")
     with pytest.raises(ValueError, match="scenario must be one of"):
         FedSettings(scenario="random")
@@ -44,8 +46,20 @@ def test_every_run_config_key_is_in_pyproject_with_the_same_default():
 def test_learner_config_takes_every_shared_field_and_the_method_preset():
     shared = {f.name for f in dataclasses.fields(FedSettings)} & {f.name for f in dataclasses.fields(LearnerConfig)}
     assert LEARNER_KEYS == shared - {"method"}
-    fed = FedSettings(batch_size=7, leaf_size=2, lcb_c=0.5, lam=0.1, lr=2e-3, head_lr=3e-2, max_length=20,
-                      seed=5, rebuild_every=3, l1_reduction="mean", regularizer="l1-grad-fd", threads=1)
+    fed = FedSettings(
+        batch_size=7,
+        leaf_size=2,
+        lcb_c=0.5,
+        lam=0.1,
+        lr=2e-3,
+        head_lr=3e-2,
+        max_length=20,
+        seed=5,
+        rebuild_every=3,
+        l1_reduction="mean",
+        regularizer="l1-grad-fd",
+        threads=1,
+    )
     cfg = fed.learner_config(device="cpu", precision="fp32")
     for name in LEARNER_KEYS:
         assert getattr(cfg, name) == getattr(fed, name), name
