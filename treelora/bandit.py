@@ -7,7 +7,7 @@
   ``min_children`` bounds are refreshed bottom-up along that path only (as in HOO), so a step is O(depth).
 * :class:`FlatLCBBandit`: the same arm bounds, argmin over every arm (O(n) per layer) — the baseline the tree
   descent is measured against.
-* :class:`OfficialSoftmaxSampler` (released code, RELEASED_VARIANT.md "Selection"): per-module softmax sampling
+* :class:`OfficialSoftmaxSampler` (released code, DESIGN.md §8): per-module softmax sampling
   of a score that grows with distance, statistics reset every epoch, a root-only tree bias.
 
 Losses are the observed distances ξ. Their scale depends on the model, so the LCB selectors divide means by the
@@ -302,7 +302,7 @@ class TreeLCBBandit(_LCBBase):
 
 
 class OfficialSoftmaxSampler:
-    """The released code's per-module softmax sampling (RELEASED_VARIANT.md "Selection").
+    """The released code's per-module softmax sampling (DESIGN.md §8).
 
     Note: the score grows with distance, so this favours *dissimilar* tasks, the opposite of the paper's
     argmin-LCB. Reproduced as released, statistics reset at every epoch start (:meth:`start_epoch`).

@@ -3,7 +3,7 @@
 A method name (``treelora``, ``treelora-official``, ``seqlora``, ``olora``, ``ewc``: the names registered in
 :data:`treelora.methods.METHOD_REGISTRY`) selects that method's preset; any field can then be overridden. The
 presets encode DESIGN.md §2: the paper's reading (``treelora``) and the released code's reading
-(``treelora-official``, see RELEASED_VARIANT.md) differ in signature kind, tree split, selection rule,
+(``treelora-official``, DESIGN.md §8) differ in signature kind, tree split, selection rule,
 regulariser and BWT form. Method, selector and regulariser names are checked against their registries, so a
 variant registered later (a test's, a plug-in's) is accepted without editing this file.
 """

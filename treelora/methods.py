@@ -3,7 +3,7 @@
 A method is a config preset (DESIGN.md §2: which signature, split, selector and regulariser it uses) plus hooks
 into the learner's task life cycle for whatever state of its own it keeps:
 
-* ``treelora`` (paper reading) and ``treelora-official`` (the released code's reading, RELEASED_VARIANT.md):
+* ``treelora`` (paper reading) and ``treelora-official`` (the released code's reading, DESIGN.md §8):
   presets only; the tree, selector and regulariser do the work.
 * ``seqlora``: sequential LoRA, no regulariser.
 * ``olora``: a fresh LoRA per task, earlier ones merged into the frozen base, orthogonality loss
