@@ -14,6 +14,7 @@ import math
 import torch
 
 from protos import treelora_fed_pb2 as pb
+from protos.wire import make_pull
 from treelora.sketch import LayerSketcher
 
 __all__ = ["CandidateProbe"]
@@ -58,6 +59,6 @@ class CandidateProbe:
     def pulls(self) -> list[pb.Pull]:
         """The report's pulls: one per (layer, leaf) pulled, with the ξ sum and the count."""
         return [
-            pb.Pull(layer=layer, leaf=leaf, xi_sum=self.sums[(layer, leaf)], count=n)
+            make_pull(layer, leaf, self.sums[(layer, leaf)], n)
             for (layer, leaf), n in sorted(self.counts.items())
         ]

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from protos import SCHEMA_VERSION
 from protos import treelora_fed_pb2 as pb
 from protos.wire import (
     ProtocolError,
     cand_name,
     encode_tensors,
+    make_eval,
+    make_report,
     parse_assignment,
     serialize,
     share_name,
@@ -91,9 +92,8 @@ class ClientNode:
         return task_key(self.node.client_id, pos)
 
     def _done(self, rnd: int, run_id: str = "") -> Reply:
-        report = pb.ClientReport(version=SCHEMA_VERSION, round=rnd, run_id=run_id, client_id=self.node.client_id,
-                                 metrics={"stream_done": 1.0})
-        return serialize(report), {}
+        return serialize(make_report(round=rnd, run_id=run_id, client_id=self.node.client_id,
+                                     metrics={"stream_done": 1.0})), {}
 
     # ------------------------------------------------------------------ train
     def train(self, control: bytes, arrays: dict[str, np.ndarray]) -> Reply:
@@ -145,8 +145,7 @@ class ClientNode:
             metrics.update({f"acc/{k}": v for k, v in row.items()})
         arrays_out, manifest = outbox.encode()
         examples = len(losses) * self.fed.batch_size
-        report = pb.ClientReport(
-            version=SCHEMA_VERSION,
+        report = make_report(
             round=rnd,
             run_id=assignment.run_id,
             client_id=self.node.client_id,
@@ -224,8 +223,7 @@ class ClientNode:
         arrays_out, manifest = encode_tensors(
             {sketch_name(l): s for l, s in enumerate(sketcher.sketch(grads))}, "float32"
         )
-        report = pb.ClientReport(
-            version=SCHEMA_VERSION,
+        report = make_report(
             round=assignment.round,
             client_id=self.node.client_id,
             task_key=self.task_key(pos),
@@ -246,15 +244,8 @@ class ClientNode:
             pos = int(key[1:])
             keys.append(self.task_key(pos))
             accs.append(learner.evaluate(self._task(pos), key=key))
-        report = pb.EvalReport(
-            version=SCHEMA_VERSION,
-            round=assignment.round,
-            client_id=self.node.client_id,
-            task_keys=keys,
-            accuracies=accs,
-            tasks_seen=len(keys),
-        )
-        return serialize(report)
+        return serialize(make_eval(round=assignment.round, client_id=self.node.client_id, task_keys=keys,
+                                   accuracies=accs))
 
     # ------------------------------------------------------------------ validation
     def _validate(

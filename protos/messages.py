@@ -200,16 +200,20 @@ def make_layer_assignment(layer: int, candidates: Iterable[str] = (), group_node
                               group_size=group_size, shared=shared)
 
 
-def make_assignment(*, round: int, client_id: str, local_steps: int, lam: float,
-                    sketch: pb.SketchSpec | Mapping[str, Any], layers: Iterable[Any] = (), run_id: str = "",
-                    warm_start_leaf: str = "", manifest: Iterable[Any] = (),
+def make_assignment(*, round: int, client_id: str = "", local_steps: int = 0, lam: float = 0.0,
+                    sketch: pb.SketchSpec | Mapping[str, Any] | None = None, layers: Iterable[Any] = (),
+                    run_id: str = "", warm_start_leaf: str = "", manifest: Iterable[Any] = (),
                     evaluate_only: bool = False) -> pb.Assignment:
-    """Build an Assignment with ``version`` filled in.
+    """Build an Assignment with ``version`` filled in (the server's ``train``, ``query`` and ``evaluate`` messages).
 
-    ``sketch`` is a SketchSpec or a ``LayerSketcher.spec()`` dict; ``layers`` holds LayerAssignment messages or
-    dicts of :func:`make_layer_assignment` arguments; ``manifest`` holds TensorInfo or ``(name, shape, dtype)``.
+    ``sketch`` is a SketchSpec, a ``LayerSketcher.spec()`` dict, or None for the tensor-free ``query``/``evaluate``
+    messages; ``layers`` holds LayerAssignment messages or dicts of :func:`make_layer_assignment` arguments;
+    ``manifest`` holds TensorInfo or ``(name, shape, dtype)``.
     """
-    spec = sketch if isinstance(sketch, pb.SketchSpec) else sketch_spec_from_dict(dict(sketch))
+    if sketch is None:
+        spec = pb.SketchSpec()
+    else:
+        spec = sketch if isinstance(sketch, pb.SketchSpec) else sketch_spec_from_dict(dict(sketch))
     las = [la if isinstance(la, pb.LayerAssignment) else make_layer_assignment(**la) for la in layers]
     return pb.Assignment(version=SCHEMA_VERSION, round=round, run_id=run_id, client_id=client_id,
                          local_steps=local_steps, lam=lam, sketch=spec, layers=las,
@@ -220,11 +224,13 @@ def make_pull(layer: int, leaf: str, xi_sum: float, count: int) -> pb.Pull:
     return pb.Pull(layer=layer, leaf=leaf, xi_sum=xi_sum, count=count)
 
 
-def make_report(*, round: int, client_id: str, task_key: str, num_examples: int, steps: int, loss: float,
-                task_index: int = 0, task_finished: bool = False, run_id: str = "", pulls: Iterable[Any] = (),
-                manifest: Iterable[Any] = (), metrics: Mapping[str, float] | None = None) -> pb.ClientReport:
-    """Build a ClientReport with ``version`` filled in; ``pulls`` holds Pull messages or ``(layer, leaf, xi_sum,
-    count)`` tuples / dicts; ``manifest`` holds TensorInfo or ``(name, shape, dtype)`` (see
+def make_report(*, round: int, client_id: str, task_key: str = "", num_examples: int = 0, steps: int = 0,
+                loss: float = 0.0, task_index: int = 0, task_finished: bool = False, run_id: str = "",
+                pulls: Iterable[Any] = (), manifest: Iterable[Any] = (),
+                metrics: Mapping[str, float] | None = None) -> pb.ClientReport:
+    """Build a ClientReport with ``version`` filled in (a client's ``train`` or ``query`` reply; a reply after the
+    end of its stream has only ``metrics={"stream_done": 1}``); ``pulls`` holds Pull messages or ``(layer, leaf,
+    xi_sum, count)`` tuples / dicts; ``manifest`` holds TensorInfo or ``(name, shape, dtype)`` (see
     :func:`protos.codec.encode_tensors`).
     """
     ps = []

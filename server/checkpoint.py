@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from protos import SCHEMA_VERSION
 from protos import treelora_fed_pb2 as pb
-from protos.wire import parse_checkpoint, serialize
+from protos.wire import make_checkpoint, parse_checkpoint, serialize
 from treelora.fed.settings import FedSettings
 from treelora.io import write_bytes_atomic
 
@@ -45,11 +44,9 @@ def write_checkpoint(state: GlobalState) -> Path:
         "acc_rows": state.acc_rows, "history": state.history, "errors": state.errors,
         "model_bytes": state.model_bytes, "privacy": state.privacy.state_dict(),
     }
-    msg = pb.Checkpoint(
-        version=SCHEMA_VERSION, round=state.round, run_id=state.run_id, tree=buf.getvalue(),
-        bandit=json.dumps(meta).encode(), created_unix=time.time(),
-        leaves=[pb.LeafRecord(**rec) for rec in leaves],
-        config={k: str(v) for k, v in asdict(state.fed).items()},
+    msg = make_checkpoint(
+        round=state.round, run_id=state.run_id, tree=buf.getvalue(), bandit=json.dumps(meta).encode(),
+        created_unix=time.time(), leaves=leaves, config={k: str(v) for k, v in asdict(state.fed).items()},
     )
     return write_bytes_atomic(state.out_dir / CHECKPOINT, serialize(msg))
 

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from protos import SCHEMA_VERSION
 from protos import treelora_fed_pb2 as pb
 from protos.wire import (
     ProtocolError,
     adapter_name,
     encode_tensors,
+    make_assignment,
+    make_sketch_spec,
     parse_report,
     share_name,
     validate_report,
@@ -100,18 +101,16 @@ class GlobalState:
             tensors, lambda n: "float32" if n.startswith("cand.") else self.fed.wire_dtype
         )
         layers.sort(key=lambda la: la.layer)
-        msg = pb.Assignment(
-            version=SCHEMA_VERSION, round=rnd, run_id=self.run_id, client_id=client if info else "",
-            local_steps=self.fed.local_steps, lam=self.fed.lam, layers=layers, warm_start_leaf=warm_leaf,
-            manifest=manifest,
-            sketch=pb.SketchSpec(kind=self.fed.sketch_kind, out_dim=self.fed.sketch_dim, seed=self.fed.sketch_seed),
+        msg = make_assignment(
+            round=rnd, run_id=self.run_id, client_id=client if info else "", local_steps=self.fed.local_steps,
+            lam=self.fed.lam, layers=layers, warm_start_leaf=warm_leaf, manifest=manifest,
+            sketch=make_sketch_spec(self.fed.sketch_kind, self.fed.sketch_dim, self.fed.sketch_seed, ()),
         )
         return msg, arrays
 
     def control(self, client: str, rnd: int) -> pb.Assignment:
         """A tensor-free assignment (for ``query`` and ``evaluate`` messages)."""
-        return pb.Assignment(version=SCHEMA_VERSION, round=rnd, run_id=self.run_id,
-                             client_id=client if client in self.clients else "")
+        return make_assignment(round=rnd, run_id=self.run_id, client_id=client if client in self.clients else "")
 
     def wants_probe(self, client: str) -> bool:
         """Probe before a task starts, when the strategy has a leaf to reuse."""
