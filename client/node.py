@@ -262,4 +262,6 @@ class ClientNode:
             sketch_dim=self.fed.sketch_dim,
             sketch_kind=self.fed.sketch_kind,
             sketch_seed=self.fed.sketch_seed,
+            max_local_steps=self.node.max_local_steps,
+            max_candidates=self.fed.candidates_per_layer,
         )

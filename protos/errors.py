@@ -28,6 +28,8 @@ ERROR_CODES: frozenset[str] = frozenset({
     "stale-round",        # a round older than the receiver's last one (a client sent an out-of-date assignment)
     "bad-layer",          # layer index out of range or repeated
     "bad-value",          # a field out of its allowed range (counts, sizes, empty ids, negative xi, ...)
+    "bad-identity",       # a node reporting as another client than the one it is bound to, or for another client
+    "duplicate",          # a second report of one client in one round
     "internal",           # only in ErrorReply: the receiver failed for a reason that is not the sender's fault
 })
 

@@ -127,7 +127,7 @@ def parse_report(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYT
 
 
 def parse_eval(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> pb.EvalReport:
-    """Decode and check an EvalReport: one finite, non-negative accuracy per distinct, non-empty task key."""
+    """Decode and check an EvalReport: one finite accuracy in [0, 1] per distinct, non-empty task key."""
     msg = _parse(pb.EvalReport, data, max_bytes)
     if not msg.client_id:
         raise ProtocolError("bad-value", "EvalReport has an empty client_id")
@@ -138,8 +138,8 @@ def parse_eval(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
         raise ProtocolError("malformed", "EvalReport task keys must be non-empty and distinct")
     for key, acc in zip(msg.task_keys, msg.accuracies):
         check_finite(acc, f"accuracy on task {key!r}")
-        if acc < 0:
-            raise ProtocolError("bad-value", f"accuracy on task {key!r} is negative ({acc})")
+        if not 0 <= acc <= 1:
+            raise ProtocolError("bad-value", f"accuracy on task {key!r} is {acc}, outside [0, 1]")
     return msg
 
 

@@ -5,11 +5,11 @@ not have, a tensor of the wrong shape, a sketch spec it does not use. Each valid
 its arrays completely — every field, then exactly the expected tensors — before anything touches the tree, the
 bandit or a model, and returns the decoded tensors. Production code and tests call the same validator:
 
-- :func:`validate_report`: the server's check of a ClientReport (a ``train`` reply) against its state;
 - :func:`validate_assignment`: the client's check of an Assignment (``train``, ``query`` and ``evaluate``
   messages) against its model and sketch configuration.
 
-``expected_report_tensors`` / ``expected_assignment_tensors`` say which tensors (names from
+The server's validators of what clients send live in :mod:`protos.report_validation`.
+``expected_assignment_tensors`` says which tensors (names from
 :mod:`protos.names`) a message must carry. The keyword arguments describing the receiver's configuration
 (``num_layers``, ``adapter_shapes``, ``sketch_dim``, ...) are trusted: a bad value there raises
 ``ValueError``/``TypeError`` at once (a bug on this node), while anything about the message or its arrays raises
@@ -26,23 +26,18 @@ import torch
 from protos import treelora_fed_pb2 as pb
 from protos.codec import DEFAULT_MAX_TENSOR_BYTES, validate_tensors
 from protos.errors import ProtocolError
-from protos.messages import check_finite, check_version, parse_assignment, parse_report
+from protos.messages import check_finite, check_version, parse_assignment
 from protos.names import (
     WARM_HEAD_BIAS,
     WARM_HEAD_WEIGHT,
-    adapter_name,
     cand_name,
-    final_name,
     share_name,
-    sketch_name,
     warm_name,
 )
 from protos.sketch_spec import SKETCH_KINDS, check_sketch_kind
 
 __all__ = [
-    "expected_report_tensors",
     "expected_assignment_tensors",
-    "validate_report",
     "validate_assignment",
 ]
 
@@ -74,85 +69,6 @@ def _as_message(msg: Any, cls: type, what: str, parse: Any) -> Any:
         raise ProtocolError("malformed", f"expected {what}, got {type(msg).__name__}")
     check_version(msg)
     return msg
-
-
-# --------------------------------------------------------------------------------------------------------------
-# ClientReport (server side)
-
-
-def expected_report_tensors(*, num_layers: int, adapter_shapes: Shapes, sketch_dim: int,
-                            task_finished: bool, with_sketches: bool = True) -> dict[str, tuple[int, ...]]:
-    """The exact tensors a ClientReport carries: adapter.<l>.A/B, sketch.<l> and (finished) final.<l>; no
-    sketches when ``with_sketches`` is false (``fedavg-lora``: the server has no tree to use them in)."""
-    shapes = _check_config(num_layers, adapter_shapes, sketch_dim)
-    out: dict[str, tuple[int, ...]] = {}
-    for l, (a, b) in enumerate(shapes):
-        out[adapter_name(l, "A")] = a
-        out[adapter_name(l, "B")] = b
-        if with_sketches:
-            out[sketch_name(l)] = (sketch_dim,)
-        if with_sketches and task_finished:
-            out[final_name(l)] = (sketch_dim,)
-    return out
-
-
-def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], *, num_layers: int,
-                    adapter_shapes: Shapes, sketch_dim: int, known_leaves: Any,
-                    expected_round: int | None = None, expected_client: str | None = None,
-                    max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, with_sketches: bool = True) -> dict[str, torch.Tensor]:
-    """Check a ClientReport (message or bytes) and its arrays; return the decoded float32 tensors.
-
-    Checks, in order: version; ``round == expected_round`` (``bad-round``) and ``client_id == expected_client``
-    (``bad-value``) when given; non-empty client_id/task_key and ``num_examples > 0`` (``bad-value``); finite
-    loss and metrics (``non-finite``); every Pull: layer in ``[0, num_layers)`` (``bad-layer``), leaf in
-    ``known_leaves`` (``unknown-leaf``), ``xi_sum`` finite (``non-finite``) and ≥ 0, ``count > 0``
-    (``bad-value``), at most one Pull per (layer, leaf) (``malformed``); then the tensors, exactly
-    ``adapter.<l>.A/B`` with ``adapter_shapes[l]``, ``sketch.<l>`` of shape ``(sketch_dim,)`` and, iff
-    ``task_finished``, ``final.<l>`` of shape ``(sketch_dim,)`` (see :func:`protos.codec.validate_tensors`);
-    without the two sketch kinds when ``with_sketches`` is false.
-
-    ``num_layers``/``adapter_shapes``/``sketch_dim`` are this node's configuration (a bad value there raises
-    ValueError/TypeError at once); for any ``report``/``arrays`` only :class:`ProtocolError` is raised.
-    """
-    _check_config(num_layers, adapter_shapes, sketch_dim)
-    report = _as_message(report, pb.ClientReport, "a ClientReport", parse_report)
-    if expected_round is not None and report.round != expected_round:
-        raise ProtocolError("bad-round", f"report is for round {report.round}, this is round {expected_round}")
-    if not report.client_id:
-        raise ProtocolError("bad-value", "report has an empty client_id")
-    if expected_client is not None and report.client_id != expected_client:
-        raise ProtocolError("bad-value", f"report is from client {report.client_id!r}, expected "
-                            f"{expected_client!r}")
-    if not report.task_key:
-        raise ProtocolError("bad-value", "report has an empty task_key")
-    if report.num_examples == 0:
-        raise ProtocolError("bad-value", "report has num_examples = 0 (must be > 0)")
-    check_finite(report.loss, "report loss")
-    for key, value in report.metrics.items():
-        check_finite(value, f"metric {key!r}")
-    seen: set[tuple[int, str]] = set()
-    for i, pull in enumerate(report.pulls):
-        where = f"pull #{i} (layer {pull.layer}, leaf {pull.leaf!r})"
-        if pull.layer >= num_layers:
-            raise ProtocolError("bad-layer", f"{where}: layer out of range [0, {num_layers})")
-        try:
-            known = pull.leaf in known_leaves
-        except Exception:  # noqa: BLE001 - an odd container on this node must not crash on peer input
-            known = False
-        if not known:
-            raise ProtocolError("unknown-leaf", f"{where}: leaf is not in the tree")
-        check_finite(pull.xi_sum, f"{where} xi_sum")
-        if pull.xi_sum < 0:
-            raise ProtocolError("bad-value", f"{where}: xi_sum is negative ({pull.xi_sum})")
-        if pull.count == 0:
-            raise ProtocolError("bad-value", f"{where}: count is 0 (must be > 0)")
-        if (pull.layer, pull.leaf) in seen:
-            raise ProtocolError("malformed", f"{where}: repeated (layer, leaf); sum the steps into one Pull")
-        seen.add((pull.layer, pull.leaf))
-    expected = expected_report_tensors(num_layers=num_layers, adapter_shapes=adapter_shapes,
-                                       sketch_dim=sketch_dim, task_finished=report.task_finished,
-                                       with_sketches=with_sketches)
-    return validate_tensors(arrays, report.manifest, expected=expected, max_bytes=max_bytes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -192,7 +108,8 @@ def _check_receiver_sketch(sketch_kind: Any, sketch_seed: Any) -> None:
 def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, Any], *, num_layers: int,
                         adapter_shapes: Shapes, sketch_dim: int | None = None, sketch_kind: str | None = None,
                         sketch_seed: int | None = None, head_shapes: tuple[tuple, tuple] | None = None,
-                        expected_client: str | None = None,
+                        expected_client: str | None = None, max_local_steps: int | None = None,
+                        max_candidates: int | None = None,
                         max_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> dict[str, torch.Tensor]:
     """Client side: check an Assignment (message or bytes) and its arrays; return the decoded float32 tensors.
 
@@ -204,6 +121,8 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
       ``out_dim`` 0 is refused, ``bad-value``). ``sketch_kind`` / ``sketch_seed`` ``None``: not compared;
     - ``head_shapes``: ``(weight shape, bias shape)`` of its head, to check ``warm.head.*`` when they come;
     - ``expected_client``: its client id, or ``None`` to leave the id to the caller;
+    - ``max_local_steps`` / ``max_candidates``: the most steps it trains for one message and the most candidates
+      per layer it probes (``too-large``): what a server may ask of it;
     - ``max_bytes``: limit on the declared tensor bytes (``too-large``).
 
     Checks, in order (each a :class:`ProtocolError` with the code in brackets):
@@ -217,8 +136,9 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
     4. the sketch spec, when declared (``out_dim != 0``; ``query``/``evaluate`` messages carry none): its
        (kind, out_dim, seed) equals the receiver's (``bad-value``), the kind is known (``bad-value``), and its
        ``layer_dims``, when declared (non-empty), hold one positive dim per layer (``bad-value``);
-    5. ``lam`` finite (``non-finite``) and ≥ 0 (``bad-value``). ``local_steps`` is not checked: 0 means "the
-       client's own default";
+    5. ``lam`` finite (``non-finite``) and ≥ 0 (``bad-value``); ``local_steps`` ≤ ``max_local_steps`` and
+       candidates per layer ≤ ``max_candidates`` (``too-large``); ``local_steps`` 0 means "the client's own
+       default";
     6. exactly the tensors of :func:`expected_assignment_tensors`: ``cand.<leaf>.<l>`` ``(sketch_dim,)``,
        ``share.<l>.A/B`` for shared layers, and with a warm start ``warm.<l>.A/B`` for every layer; the head
        ``warm.head.weight/bias`` is optional — both or neither, only with a warm start, shapes ``head_shapes``
@@ -260,6 +180,14 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
     check_finite(assignment.lam, "assignment lam")
     if assignment.lam < 0:
         raise ProtocolError("bad-value", f"assignment lam is negative ({assignment.lam})")
+    if max_local_steps is not None and assignment.local_steps > max_local_steps:
+        raise ProtocolError("too-large", f"assignment asks for {assignment.local_steps} local steps; this client "
+                            f"trains at most {max_local_steps} (node config max-local-steps)")
+    if max_candidates is not None:
+        for la in assignment.layers:
+            if len(la.candidates) > max_candidates:
+                raise ProtocolError("too-large", f"layer {la.layer} has {len(la.candidates)} candidates; this client "
+                                    f"probes at most {max_candidates} (run config candidates-per-layer)")
     expected = expected_assignment_tensors(assignment, adapter_shapes=adapter_shapes, sketch_dim=sketch_dim,
                                            head_shapes=head_shapes)
     declared = {info.name for info in assignment.manifest}

@@ -2,9 +2,9 @@
 
 ``from protos.wire import X`` gives the whole public API; each name lives in the module that owns its concept:
 
-=============================  ==================================================================================
+===============================  ================================================================================
 module                         holds
-=============================  ==================================================================================
+===============================  ================================================================================
 ``protos.treelora_fed_pb2``    the generated protobuf messages (``treelora_fed.proto``, package
                                ``treelora.fed.v1``; ``python -m protos.generate`` regenerates them)
 :mod:`protos.errors`           :class:`ProtocolError`, :data:`ERROR_CODES`, :func:`error_reply`, :func:`make_error`
@@ -14,15 +14,17 @@ module                         holds
                                ``validate_tensors``; :data:`WIRE_DTYPES`, :data:`DEFAULT_MAX_TENSOR_BYTES`
 :mod:`protos.messages`         bytes ⟷ messages: ``serialize``, ``parse_*``, the ``make_*`` builders;
                                :data:`DEFAULT_MAX_MESSAGE_BYTES`, :data:`DEFAULT_MAX_CHECKPOINT_BYTES`
-:mod:`protos.validation`       one validator per message with tensors, against the receiver's config:
-                               ``validate_report`` (server), ``validate_assignment`` (client),
-                               ``expected_report_tensors``, ``expected_assignment_tensors``
+:mod:`protos.validation`       the client's validator of an Assignment against its model and config:
+                               ``validate_assignment``, ``expected_assignment_tensors``
+:mod:`protos.report_validation` the server's validators of what clients send, against what it sent and knows:
+                               ``validate_report`` (train), ``validate_probe`` (query), ``validate_done``,
+                               ``ReportExpectation``, the magnitude bounds
 :mod:`protos.sketch_spec`      ``LayerSketcher.spec()`` dict ⟷ ``SketchSpec``; :data:`SKETCH_SPEC_VERSION`,
                                :data:`SKETCH_KINDS`
 :mod:`protos.envelope`         Flower ``RecordDict`` ⟷ (control bytes, arrays): ``pack``, ``pack_error``,
                                ``unpack``, ``content_nbytes`` — the only Flower-aware module, so it is *not*
                                re-exported here (importing this façade never imports Flower)
-=============================  ==================================================================================
+===============================  ================================================================================
 
 The contract in short: control data travels as a protobuf message serialized to bytes; tensors travel next to
 it as numpy arrays, each declared in the message's ``manifest``. A receiver parses (``parse_*``), then checks the
@@ -73,13 +75,18 @@ from protos.names import (
     sketch_name,
     warm_name,
 )
-from protos.sketch_spec import SKETCH_KINDS, SKETCH_SPEC_VERSION, sketch_spec_from_dict, sketch_spec_to_dict
-from protos.validation import (
-    expected_assignment_tensors,
+from protos.report_validation import (
+    MAX_ADAPTER_ABS,
+    MAX_SKETCH_ABS,
+    ReportExpectation,
     expected_report_tensors,
-    validate_assignment,
+    is_done_report,
+    validate_done,
+    validate_probe,
     validate_report,
 )
+from protos.sketch_spec import SKETCH_KINDS, SKETCH_SPEC_VERSION, sketch_spec_from_dict, sketch_spec_to_dict
+from protos.validation import expected_assignment_tensors, validate_assignment
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -114,6 +121,12 @@ __all__ = [
     "parse_checkpoint",
     "parse_error",
     "validate_report",
+    "validate_probe",
+    "validate_done",
+    "is_done_report",
+    "ReportExpectation",
+    "MAX_ADAPTER_ABS",
+    "MAX_SKETCH_ABS",
     "validate_assignment",
     "expected_report_tensors",
     "expected_assignment_tensors",

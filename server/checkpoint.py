@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CHECKPOINT", "MAY_CHANGE_ON_RESUME", "write_checkpoint", "read_checkpoint"]
 
 CHECKPOINT = "checkpoint.pb"
-MAY_CHANGE_ON_RESUME = ("resume", "num_rounds", "out_dir", "timeout_s", "eval_every", "threads")
+MAY_CHANGE_ON_RESUME = ("resume", "num_rounds", "out_dir", "timeout_s", "eval_every", "threads", "allow_rebind")
 
 
 def write_checkpoint(state: GlobalState) -> Path:

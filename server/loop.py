@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 from protos.envelope import content_nbytes, pack, unpack
 from protos.wire import ProtocolError, parse_eval
+from treelora.fed.keys import owns
 from treelora.fed.settings import FedSettings
 
 from .checkpoint import CHECKPOINT
@@ -95,7 +96,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
             rec.bytes_up += content_nbytes(reply.content)
             try:
                 control, arrays = unpack(reply.content)
-                state.ingest_probe(_client_of(state, nid) or "", control, arrays)
+                state.ingest_probe(_client_of(state, nid) or "", rnd, control, arrays)
             except ProtocolError as exc:
                 state.record_error(rnd, nid, exc)
         # --- train
@@ -131,7 +132,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
             t0 = time.perf_counter()
             try:
                 control, arrays = unpack(reply.content)
-                state.ingest(_client_of(state, nid), nid, rnd, control, arrays)
+                state.ingest(_client_of(state, nid), nid, rnd, control, arrays, live_nodes=node_ids)
                 rec.replies += 1
             except ProtocolError as exc:
                 state.record_error(rnd, nid, exc)
@@ -182,11 +183,18 @@ def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: f
     for reply in _send(grid, messages, timeout):
         if not reply.has_content():
             continue
+        nid = reply.metadata.src_node_id
         try:
             control, _ = unpack(reply.content)
             ev = parse_eval(control)
+            client = _client_of(state, nid)
+            if ev.client_id != client:
+                raise ProtocolError("bad-identity", f"node {nid} is {client!r} but its scores are for {ev.client_id!r}")
+            foreign = [k for k in ev.task_keys if not owns(client, k)]
+            if foreign:
+                raise ProtocolError("bad-value", f"scores of {client!r} name other clients' tasks {foreign}")
         except ProtocolError as exc:
-            state.record_error(state.round, reply.metadata.src_node_id, exc)
+            state.record_error(state.round, nid, exc)
             continue
         scores[ev.client_id] = dict(zip(ev.task_keys, ev.accuracies))
     return state.strategy.aggregate_evaluate(state, scores)

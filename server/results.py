@@ -42,7 +42,11 @@ def build_results(state: GlobalState) -> dict[str, Any]:
     """Everything results.json holds (see the module docstring)."""
     per_client = {}
     for client, rows in sorted(state.acc_rows.items()):
-        keys, R = client_matrix(rows)
+        try:  # rows are validated on arrival; a client whose rows still cannot be read must not cost the others
+            keys, R = client_matrix(rows)
+        except (ValueError, IndexError) as exc:
+            per_client[client] = {"tasks": [], "accuracy_matrix": [], "metrics": {}, "error": str(exc)}
+            continue
         T = len(keys)
         complete = T > 0 and not np.isnan(R[np.tril_indices(T)]).any()
         per_client[client] = {

@@ -13,7 +13,7 @@ corrupts the tree, the statistics or the leaf store; the rejection is recorded i
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +23,21 @@ import numpy as np
 from protos import treelora_fed_pb2 as pb
 from protos.wire import (
     ProtocolError,
+    ReportExpectation,
     adapter_name,
     encode_tensors,
+    is_done_report,
     make_assignment,
     make_sketch_spec,
     parse_report,
     share_name,
+    validate_done,
     validate_report,
-    validate_tensors,
 )
-from treelora.fed.keys import is_valid_client_id, owns
+from treelora.fed.keys import task_key
 from treelora.fed.settings import FedSettings
 
+from .admission import check_done, check_identity, check_progress
 from .aggregation import Adapter, average_groups
 from .privacy import ClientPrivacy
 from .strategies import Strategy, make_strategy
@@ -56,6 +59,7 @@ class ClientInfo:
     done: bool = False
     bandit_t: int = 0
     examples: int = 0
+    last_round: int = 0  # the last round with an accepted report (one report per client per round)
 
 
 class GlobalState:
@@ -77,6 +81,7 @@ class GlobalState:
         self.model_bytes = 0
         self.privacy = ClientPrivacy(fed)
         self.strategy: Strategy = make_strategy(fed, self.out_dir)
+        self.offered: dict[str, tuple[int, dict[int, frozenset[str]]]] = {}  # client -> (round, layer -> leaves)
 
     def max_rounds(self) -> int:
         return self.fed.max_rounds()
@@ -86,6 +91,7 @@ class GlobalState:
         """The ``train`` message for one client: the strategy's candidates and warm start, its shared layers."""
         info = self.clients.get(client)
         layers, tensors, warm_leaf = self.strategy.configure_train(self, client, info)
+        self.offered[client] = (rnd, {la.layer: frozenset(la.candidates) for la in layers if la.candidates})
         by_layer = {la.layer: la for la in layers}
         for layer, ab in sorted(self.shares.get(client, {}).items()):
             la = by_layer.get(layer)
@@ -116,9 +122,9 @@ class GlobalState:
         """Probe before a task starts, when the strategy has a leaf to reuse."""
         return self.strategy.wants_probe(self, self.clients.get(client))
 
-    def ingest_probe(self, client: str, control: bytes, arrays: dict[str, np.ndarray]) -> str:
+    def ingest_probe(self, client: str, rnd: int, control: bytes, arrays: dict[str, np.ndarray]) -> str:
         """A ``query`` reply: the warm-start leaf chosen for ``client`` ("" for none)."""
-        return self.strategy.ingest_probe(self, client, control, arrays)
+        return self.strategy.ingest_probe(self, client, rnd, control, arrays)
 
     # ------------------------------------------------------------------ incoming
     def _shapes_of(self, report: pb.ClientReport) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -134,34 +140,40 @@ class GlobalState:
         return [(shapes[l]["A"], shapes[l]["B"]) for l in range(n)]
 
     def ingest(self, client_hint: str | None, node_id: int, rnd: int, control: bytes,
-               arrays: dict[str, np.ndarray]) -> pb.ClientReport:
-        """Validate a train reply completely, then apply it. Raises ProtocolError and changes nothing on bad input."""
+               arrays: dict[str, np.ndarray], *, live_nodes: Collection[int] | None = None) -> pb.ClientReport:
+        """Validate a train reply completely, then apply it. Raises ProtocolError and changes nothing on bad input.
+
+        ``client_hint`` is the client ``node_id`` is bound to (None for a node not seen yet); ``live_nodes`` the
+        nodes connected now (for ``allow-rebind``). See :mod:`server.admission` for the identity and progress
+        rules and :mod:`protos.report_validation` for the field checks."""
         report = parse_report(control)
-        if client_hint is not None and report.client_id != client_hint:
-            raise ProtocolError("malformed", f"node {node_id} is {client_hint!r} but reported as {report.client_id!r}")
-        if not is_valid_client_id(report.client_id):
-            raise ProtocolError("malformed", f"bad client id {report.client_id!r}")
-        if report.metrics.get("stream_done"):
-            info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
-            info.done = True
+        info = check_identity(self, report, client_hint, node_id, rnd, live_nodes)
+        expect = self._expectation(report, rnd)
+        if is_done_report(report):
+            validate_done(report, arrays, expect=expect)
+            check_done(self, rnd)
+            info = self._bind(report.client_id, node_id, info)
+            info.done, info.last_round = True, rnd
             return report
-        if not owns(report.client_id, report.task_key):
-            raise ProtocolError("malformed", f"task key {report.task_key!r} does not belong to {report.client_id!r}")
+        check_progress(self, report, info, rnd)
         method = self.fed.fed_method
-        if not method.sends_adapters:
-            return self._ingest_metrics_only(report, node_id, rnd, arrays)
-        adapter_shapes = self.adapter_shapes if self.num_layers else self._shapes_of(report)
+        if method.sends_adapters:
+            adapter_shapes = self.adapter_shapes if self.num_layers else self._shapes_of(report)
+        else:
+            adapter_shapes = []
         known = self.strategy.known_leaves()
         tensors = validate_report(
             report, arrays, num_layers=len(adapter_shapes), adapter_shapes=adapter_shapes,
-            sketch_dim=self.fed.sketch_dim, known_leaves=known, expected_round=rnd,
-            with_sketches=method.sends_sketches,
+            sketch_dim=self.fed.sketch_dim, known_leaves=known, with_sketches=method.sends_sketches,
+            with_adapters=method.sends_adapters, expect=expect,
         )
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
         # --- everything validated: apply
+        info = self._record_progress(report, self._bind(report.client_id, node_id, info), rnd)
+        if not method.sends_adapters:
+            return report
         self.num_layers, self.adapter_shapes = len(adapter_shapes), adapter_shapes
-        info = self._record_progress(report, node_id)
         self.strategy.ingest_train(self, report, tensors, info)
         sketches = (1 + int(report.task_finished)) if method.sends_sketches else 0
         self.privacy.record(report.client_id, sketches=sketches, adapters=1)
@@ -169,31 +181,37 @@ class GlobalState:
         self.round_adapters[report.client_id] = (adapter, int(report.num_examples))
         return report
 
-    def _record_progress(self, report: pb.ClientReport, node_id: int) -> ClientInfo:
+    def _expectation(self, report: pb.ClientReport, rnd: int) -> ReportExpectation:
+        """What a report of ``report.client_id`` in ``rnd`` must agree with: what the server sent it and knows."""
+        cid = report.client_id
+        sent_round, offered = self.offered.get(cid, (0, {}))
+        return ReportExpectation(
+            round=rnd, client_id=cid, max_steps=self.fed.local_steps, batch_size=self.fed.batch_size,
+            offered=offered if sent_round == rnd else {},
+            acc_keys=[task_key(cid, i) for i in range(int(report.task_index) + 1)],
+        )
+
+    def _bind(self, client: str, node_id: int, info: ClientInfo | None) -> ClientInfo:
+        """The client's record, created (bound to ``node_id``) on its first accepted report, or moved to it when
+        :func:`server.admission.check_identity` allowed a rebind."""
+        if info is None:
+            info = self.clients[client] = ClientInfo(client, node_id)
+        info.node_id = node_id
+        return info
+
+    def _record_progress(self, report: pb.ClientReport, info: ClientInfo, rnd: int) -> ClientInfo:
         """What every accepted report updates: the client's task, counts, the model size and, at a task's end,
         its accuracy row."""
-        info = self.clients.setdefault(report.client_id, ClientInfo(report.client_id, node_id))
-        info.node_id, info.task_key, info.task_index = node_id, report.task_key, int(report.task_index)
+        info.task_key, info.task_index = report.task_key, int(report.task_index)
         info.finished_last = bool(report.task_finished)
         info.examples += int(report.num_examples)
+        info.last_round = rnd
         if "model_bytes" in report.metrics:
             self.model_bytes = int(report.metrics["model_bytes"])
         if report.task_finished:
             row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
             self.acc_rows.setdefault(report.client_id, []).append(row)
         return info
-
-    def _ingest_metrics_only(self, report: pb.ClientReport, node_id: int, rnd: int,
-                             arrays: dict[str, np.ndarray]) -> pb.ClientReport:
-        """A method whose clients send no tensors (``local-only``): counts and metrics only."""
-        validate_tensors(arrays, report.manifest, expected={})
-        if report.round != rnd:
-            raise ProtocolError("bad-round", f"report for round {report.round}, expected {rnd}")
-        for key, value in report.metrics.items():
-            if not math.isfinite(value):
-                raise ProtocolError("non-finite", f"metric {key!r} is not finite")
-        self._record_progress(report, node_id)
-        return report
 
     def record_error(self, rnd: int, node_id: int, exc: Exception) -> None:
         """Record (and log) a rejected or missing reply."""

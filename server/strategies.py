@@ -24,9 +24,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from protos import treelora_fed_pb2 as pb
-from protos.wire import ProtocolError, cand_name, parse_report, sketch_name, validate_tensors, warm_name
+from protos.wire import (
+    ProtocolError,
+    ReportExpectation,
+    cand_name,
+    is_done_report,
+    parse_report,
+    sketch_name,
+    validate_done,
+    validate_probe,
+    warm_name,
+)
 from treelora.bandit import TreeLCBBandit
-from treelora.fed.keys import owns
+from treelora.fed.keys import owns, task_key
 from treelora.fed.methods import FedMethod, fed_method
 from treelora.fed.settings import FedSettings
 from treelora.registry import Registry
@@ -66,7 +76,8 @@ class Strategy:
         """Whether to probe this client (``query``) before its next task starts."""
         return False
 
-    def ingest_probe(self, state: GlobalState, client: str, control: bytes, arrays: dict[str, Any]) -> str:
+    def ingest_probe(self, state: GlobalState, client: str, rnd: int, control: bytes,
+                     arrays: dict[str, Any]) -> str:
         """A probe reply: the warm-start leaf chosen for the client ("" for none)."""
         return ""
 
@@ -170,14 +181,22 @@ class TreeLoRAFed(Strategy):
         return (self.fed.warm_start and info is not None and info.finished_last and not info.done
                 and len(self.index) > 0)
 
-    def ingest_probe(self, state: GlobalState, client: str, control: bytes, arrays: dict[str, Any]) -> str:
+    def ingest_probe(self, state: GlobalState, client: str, rnd: int, control: bytes,
+                     arrays: dict[str, Any]) -> str:
         report = parse_report(control)
-        if report.client_id != client:
-            raise ProtocolError("malformed", f"probe from {report.client_id!r}, expected {client!r}")
-        if report.metrics.get("stream_done") or len(self.index) == 0:
+        info = state.clients.get(client)
+        if info is None or report.client_id != client:
+            raise ProtocolError("bad-identity", f"probe from {report.client_id!r}, expected {client!r}")
+        expect = ReportExpectation(round=rnd, client_id=client, batch_size=self.fed.batch_size)
+        if is_done_report(report):
+            validate_done(report, arrays, expect=expect)
             return ""
-        expected = {sketch_name(l): (self.fed.sketch_dim,) for l in range(state.num_layers)}
-        tensors = validate_tensors(arrays, report.manifest, expected=expected)
+        tensors = validate_probe(report, arrays, num_layers=state.num_layers, sketch_dim=self.fed.sketch_dim,
+                                 expect=expect)
+        if report.task_key != task_key(client, report.task_index) or report.task_index <= info.task_index:
+            raise ProtocolError("bad-value", f"probe of task {report.task_key!r}: not {client!r}'s next task")
+        if len(self.index) == 0:
+            return ""
         best = self.index.nearest_leaf([tensors[sketch_name(l)] for l in range(state.num_layers)])
         self.warm[client] = best
         return best

@@ -152,7 +152,8 @@ def built_messages(backbone: str, args: argparse.Namespace, work: Path, log: Any
     head = info["hidden_size"] * NUM_CLASSES["wordnet"] + NUM_CLASSES["wordnet"]
     model_params = info["backbone_params"] + info["lora_params"] + head
     model_bytes = 4 * model_params
-    fed = FedSettings(method="treelora", backbone=backbone, out_dir=str(work / f"built-{backbone}"))
+    # one round per task: the synthetic clients finish a task in round 1 and start the next in round 2
+    fed = FedSettings(method="treelora", backbone=backbone, out_dir=str(work / f"built-{backbone}"), rounds_per_task=1)
     synth = SynthFed(fed, work / f"built-{backbone}", info["adapter_shapes"], seed=0, clusters=2,
                      model_bytes=model_bytes)
     st = synth.state
@@ -178,7 +179,7 @@ def built_messages(backbone: str, args: argparse.Namespace, work: Path, log: Any
                             num_examples=fed.batch_size, manifest=pman, metrics={"probe": 1.0, "last_round": 1.0})
     record("down: probe request (query)", pack(st.control("c0", 2)))
     record("up: probe (query reply, task start)", pack(serialize(probe), parr))
-    st.ingest_probe("c0", serialize(probe), parr)
+    st.ingest_probe("c0", 2, serialize(probe), parr)
     msg0, arrays0 = st.assignment("c0", 2)
     record("down: task start (candidates + shares + warm start)", pack(msg0, arrays0))
     for i, c in enumerate(clients):

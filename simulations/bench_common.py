@@ -367,7 +367,8 @@ class SynthFed:
 
         out = []
         for la in assignment.layers:
-            for i, leaf in enumerate(la.candidates):
-                n = steps if i == 0 else 1
+            k = len(la.candidates)
+            for i, leaf in enumerate(la.candidates):  # one pull per step and layer: most on the first candidate
+                n = steps - (k - 1) if i == 0 else 1
                 out.append(pb.Pull(layer=la.layer, leaf=leaf, xi_sum=0.1 * n, count=n))
         return out

@@ -29,7 +29,9 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
     rows = []
     for n_leaves in args.leaves:
         d = work / f"server-{n_leaves}"
-        fed = FedSettings(method="treelora", backbone="minilm", out_dir=str(d), local_steps=8)
+        # the synthetic clients finish a task as often as every round: a schedule of one round per task, long enough
+        fed = FedSettings(method="treelora", backbone="minilm", out_dir=str(d), local_steps=8, rounds_per_task=1,
+                          tasks_per_client=10**6)
         synth = SynthFed(fed, d, shapes, seed=0, clusters=16, model_bytes=4 * 22_713_216)
         st = synth.state
         C = args.server_clients
@@ -73,7 +75,7 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         if bulk:
             st.strategy.index.bulk_load(entries, synth.L)  # as if that build had been the server's last rebuild
         bulk_s = time.perf_counter() - b0
-        st.round = rnd - 1
+        st.round = max(rnd - 1, *synth.tasks.values())  # bulk-loaded tasks count as rounds played (1 per task)
         grow_s = time.perf_counter() - t0
         log(f"[server n={n_leaves}] {n_ingest} leaves ingested in {ingest_grow_s:.1f}s (last inserts "
             f"{fmt_s(statistics.median(grow_times[-20:]))}), {bulk} bulk-loaded + build in {bulk_s:.1f}s")

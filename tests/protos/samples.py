@@ -37,7 +37,7 @@ def good_report(finished: bool = False, **kw):
     arrays, manifest = wire.encode_tensors(tensors, sketch_dtype)
     args = dict(round=7, client_id="c1", task_key="t1", task_index=1, task_finished=finished, num_examples=32,
                 steps=10, loss=0.5, pulls=[(0, "c0/t0", 1.25, 4), (2, "c2/t1", 0.0, 6)], manifest=manifest,
-                metrics={"acc": 0.9})
+                metrics={"train_s": 0.9})
     args.update(kw)
     return wire.make_report(**args), arrays, tensors
 

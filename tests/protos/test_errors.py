@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CONTRACT_CODES = {"bad-version", "bad-shape", "bad-dtype", "non-finite", "unknown-leaf", "missing-tensor",
                   "unexpected-tensor", "too-large", "malformed", "bad-round", "stale-round", "bad-layer",
-                  "bad-value", "internal"}
+                  "bad-value", "bad-identity", "duplicate", "internal"}
 
 
 def test_error_codes_are_the_contracts():
@@ -42,9 +42,10 @@ def test_error_reply_and_make_error():
 
 def test_every_error_code_is_exercised():
     """Each code protos/ raises has a test that provokes it; stale-round is the client's own (its real raise is
-    tested in test_server_messages.py) and internal is never a validation outcome."""
+    tested in test_server_messages.py), duplicate the server's book-keeping (tests/server/test_hostile.py), and
+    internal is never a validation outcome."""
     cases = {**test_codec.CASES, **test_messages.CASES, **test_validation.CASES}
-    assert {code for code, _ in cases.values()} == wire.ERROR_CODES - {"internal", "stale-round"}
+    assert {code for code, _ in cases.values()} == wire.ERROR_CODES - {"internal", "stale-round", "duplicate"}
 
 
 def _raised_codes(path: Path) -> set[str]:

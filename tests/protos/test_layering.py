@@ -24,6 +24,7 @@ WIRE_ALL = [
     "error_reply", "serialize", "adapter_name", "sketch_name", "final_name", "cand_name", "share_name", "warm_name",
     "WARM_HEAD_WEIGHT", "WARM_HEAD_BIAS", "encode_tensor", "decode_tensor", "encode_tensors", "validate_tensors",
     "parse_assignment", "parse_report", "parse_eval", "parse_checkpoint", "parse_error", "validate_report",
+    "validate_probe", "validate_done", "is_done_report", "ReportExpectation", "MAX_ADAPTER_ABS", "MAX_SKETCH_ABS",
     "validate_assignment", "expected_report_tensors", "expected_assignment_tensors", "make_tensor_info",
     "make_sketch_spec", "make_layer_assignment", "make_assignment", "make_pull", "make_report", "make_eval",
     "make_leaf_record", "make_checkpoint", "make_error", "sketch_spec_to_dict", "sketch_spec_from_dict",
@@ -43,7 +44,8 @@ def imported_packages(path: Path) -> set[str]:
 
 def test_the_modules_are_the_documented_ones():
     assert set(MODULES) == {"__init__.py", "codec.py", "envelope.py", "errors.py", "generate.py", "messages.py",
-                            "names.py", "sketch_spec.py", "treelora_fed_pb2.py", "validation.py", "wire.py"}
+                            "names.py", "report_validation.py", "sketch_spec.py", "treelora_fed_pb2.py",
+                            "validation.py", "wire.py"}
 
 
 @pytest.mark.parametrize("name", [m for m in MODULES if m not in GENERATED | FLOWER_AWARE])
@@ -70,7 +72,7 @@ def test_importing_the_contract_does_not_import_flower():
 def test_facade_re_exports_the_public_api_unchanged():
     assert wire.__all__ == WIRE_ALL
     owners = {}
-    for module in ("errors", "names", "codec", "messages", "validation", "sketch_spec"):
+    for module in ("errors", "names", "codec", "messages", "validation", "report_validation", "sketch_spec"):
         mod = __import__(f"protos.{module}", fromlist=["__all__"])
         for name in mod.__all__:
             owners.setdefault(name, []).append(module)

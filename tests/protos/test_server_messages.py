@@ -133,9 +133,10 @@ def test_global_state_assignments_at_a_larger_tree_pass(tmp_path):
             if state.wants_probe(c):
                 probe = {wire.sketch_name(l): s for l, s in enumerate(synth.sketch(rnd))}
                 arrays, manifest = wire.encode_tensors(probe, "float32")
-                report = pb.ClientReport(version=1, round=rnd, client_id=c, task_key=f"{c}/t{rnd}", num_examples=8,
-                                         manifest=manifest)
-                assert state.ingest_probe(c, wire.serialize(report), arrays)
+                nxt = state.clients[c].task_index + 1
+                report = pb.ClientReport(version=1, round=rnd, client_id=c, task_key=f"{c}/t{nxt}", task_index=nxt,
+                                         num_examples=8, manifest=manifest)
+                assert state.ingest_probe(c, rnd, wire.serialize(report), arrays)
             wire.validate_assignment(wire.serialize(state.control(c, rnd)), {}, **me, expected_client=c)
         for i, c in enumerate(clients):
             assignment, arrays = state.assignment(c if c in state.clients else f"?{i + 1}", rnd)

@@ -17,7 +17,9 @@ SHAPES = [((2, 8), (8, 2))] * 3
 
 
 def grown(tmp_path, leaves: int, clients: int = 5) -> tuple[FedSettings, SynthFed]:
-    fed = FedSettings(method="treelora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32)
+    # every client finishes a task every round: a schedule of one round per task, long enough for the test
+    fed = FedSettings(method="treelora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32,
+                      rounds_per_task=1, tasks_per_client=1000)
     synth = SynthFed(fed, tmp_path, SHAPES, seed=0, clusters=4)
     made, rnd = 0, 1
     while made < leaves:

@@ -66,6 +66,7 @@ class FedSettings:
     state_dir: str = ""  # client state root ("" = <out-dir>/clients)
     resume: bool = False
     timeout_s: float = 0.0  # per-round reply timeout in seconds (0 = wait for all)
+    allow_rebind: bool = False  # server: a known client may report from a new node id once its old node left
     dp_clip: float = 0.0  # L2 clip of a signature release before sketching (0 = no DP on sketches)
     dp_noise: float = 0.0  # Gaussian noise multiplier σ/clip of a sketch release
     dp_adapter_clip: float = 0.0  # L2 clip of a round's adapter update (0 = no DP on adapters)
