@@ -10,6 +10,7 @@ the global tree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +25,9 @@ class CandidateProbe:
     """Per-layer LCB over the received candidate leaves, in sketch space; sums ξ per (layer, leaf)."""
 
     def __init__(self, candidates: dict[int, dict[str, torch.Tensor]], sketcher: LayerSketcher, dims: list[int],
-                 c: float = 2.0) -> None:
+                 c: float = 2.0, vectors: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None) -> None:
         self.candidates = candidates
+        self.vectors = vectors or (lambda grads: grads)  # what a step compares: the signature's step vectors
         self.sketcher = sketcher
         self.dims = dims
         self.c = c
@@ -42,6 +44,7 @@ class CandidateProbe:
     def __call__(self, grads: list[torch.Tensor]) -> None:
         """One step: pull one candidate per layer and record its ξ (the learner's ``on_step`` hook)."""
         self.t += 1
+        vectors = self.vectors(grads)
         for layer, cands in self.candidates.items():
             if not cands:
                 continue
@@ -51,7 +54,7 @@ class CandidateProbe:
                 if lcb < best:
                     best, best_key = lcb, leaf
             assert best_key is not None
-            mine = self.sketcher.layer(layer).apply(grads[layer].detach().float().cpu())
+            mine = self.sketcher.layer(layer).apply(vectors[layer].detach().float().cpu())
             xi = float(self.sketcher.distance(layer, mine, cands[best_key])) / self.dims[layer]
             self.sums[(layer, best_key)] = self.sums.get((layer, best_key), 0.0) + xi
             self.counts[(layer, best_key)] = self.counts.get((layer, best_key), 0) + 1

@@ -125,7 +125,8 @@ class ClientNode:
         candidates = {
             la.layer: {leaf: tensors[cand_name(leaf, la.layer)] for leaf in la.candidates} for la in assignment.layers
         }
-        probe = CandidateProbe(candidates, sketcher, learner.signature.dims(), c=self.fed.lcb_c)
+        probe = CandidateProbe(candidates, sketcher, learner.signature.dims(), c=self.fed.lcb_c,
+                               vectors=learner.signature.step_vectors)
         steps = max(1, int(assignment.local_steps) or self.fed.local_steps)
         losses, train_s = self._train_steps(learner, pos, rnd, steps, probe)
 
@@ -217,11 +218,11 @@ class ClientNode:
         classes = torch.tensor(task.classes, device=learner.device)
         batch = {k: v.to(learner.device) for k, v in batch.items()}
         learner.model.loss(batch, classes).backward()
-        grads = learner.lora.grad_vectors()
+        vectors = learner.signature.probe_vectors(learner.lora.grad_vectors())
         learner.optimizer.zero_grad(set_to_none=True)
-        sketcher = self._sketcher(learner.lora.layer_dims())
+        sketcher = self._sketcher(learner.signature.dims())
         arrays_out, manifest = encode_tensors(
-            {sketch_name(l): s for l, s in enumerate(sketcher.sketch(grads))}, "float32"
+            {sketch_name(l): s for l, s in enumerate(sketcher.sketch(vectors))}, "float32"
         )
         report = make_report(
             round=assignment.round,

@@ -82,6 +82,13 @@ class SignatureAccumulator:
             return self._acc
         return grads
 
+    def probe_vectors(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What stands for a task not trained yet (a federated warm-start probe): one batch's gradients at the
+        live adapter (``grad``), or the live A matrices the running signature would start from (``weights``)."""
+        if self.kind == "weights":
+            return [self.lora.params(layer)[0].detach().float().flatten() for layer in range(self.lora.num_layers)]
+        return grads
+
     def state_dict(self) -> dict[str, Any]:
         """The running value and counters (CPU tensors and plain python), for checkpoints."""
         acc = None if self._acc is None else [a.detach().to("cpu", copy=True) for a in self._acc]

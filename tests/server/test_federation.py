@@ -232,3 +232,14 @@ def test_node_config_precision_reaches_the_learner(tmp_path):
     used = {(learner.cfg.device, learner.cfg.precision): learner.autocast_dtype
             for learner, _ in learner_cache._LEARNERS.values() if learner.backbone_name == "tiny-bert"}
     assert used[(None, "auto")] is None and used[("cpu", "bf16")] is torch.bfloat16
+
+
+def test_released_local_method_federates_without_errors(tmp_path):
+    """treelora-official clients compare their running weight signature (A values), not gradients, with the
+    candidates' sketches, and probe with their live A matrices: no shape mismatch once leaves exist."""
+    grid, fed = setup(tmp_path, **{"local-method": "treelora-official", "regularizer": ""})
+    res = run(grid, fed, progress=False)
+    assert not res["errors"] and len(res["leaves"]) == 6
+    reports = [pb.ClientReport.FromString(unpack(m.content)[0]) for m in grid.received
+               if m.metadata.message_type == "train"]
+    assert any(r.pulls for r in reports)
