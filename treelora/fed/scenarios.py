@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SCENARIOS", "ClientSchedule", "make_schedule", "holders", "shard"]
+from .keys import client_id, task_key
+
+__all__ = ["SCENARIOS", "ClientSchedule", "make_schedule", "holders", "shard", "leaf_truth"]
 
 SCENARIOS = ("staggered", "families", "identical")
 
@@ -100,3 +102,19 @@ def shard(examples: list, client: int, num_clients: int, seed: int) -> list:
         perm = rng.permutation(len(idx))
         keep += [idx[j] for j in perm[client::num_clients]]
     return [examples[i] for i in sorted(keep)]
+
+
+def leaf_truth(scenario: str, num_clients: int, tasks: list, tasks_per_client: int, rounds_per_task: int, *,
+               families: int = 2) -> dict[str, tuple[str, str]]:
+    """Ground truth of every leaf a scenario can produce: ``{"c<k>/t<j>": (stream task name, its family)}``.
+
+    ``tasks`` is the stream's task list (each with ``name`` and ``family_name``). The truth follows from the run
+    config and the number of clients alone, so the server computes it without any client telling it; it is used
+    to measure the tree (``treelora.tree_quality``), never to build it."""
+    out: dict[str, tuple[str, str]] = {}
+    for c in range(num_clients):
+        sched = make_schedule(scenario, c, num_clients, len(tasks), tasks_per_client, rounds_per_task,
+                              families=families)
+        for pos, t in enumerate(sched.tasks):
+            out[task_key(client_id(c), pos)] = (tasks[t].name, tasks[t].family_name)
+    return out

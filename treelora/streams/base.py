@@ -10,7 +10,7 @@ neither on ``order`` nor on the task grouping, and the test set is drawn first s
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,12 +48,20 @@ class Example:
 
 @dataclass
 class Task:
-    """One task of a stream: its global class ids (sorted) and its fixed train/test examples."""
+    """One task of a stream: its global class ids (sorted), its fixed train/test examples and, for built-in
+    streams whose tasks are grouped (WordNet: living, physical, abstract, verbs), its family — the ground truth a
+    similarity tree is measured against. A task without a family is its own."""
 
     name: str
     classes: list[int]
     train: list[Example]
     test: list[Example]
+    family: str = ""
+
+    @property
+    def family_name(self) -> str:
+        """The family, or the task's own name when it has none."""
+        return self.family or self.name
 
 
 @dataclass
@@ -160,12 +168,14 @@ def reorder_tasks(tasks: list[Task], order: list[int] | None, num_tasks: int | N
 def make_tasks(
     groups: Sequence[tuple[str, Sequence[int]]],
     per_class: dict[int, tuple[list[Example], list[Example]]],
+    family: Callable[[str], str] | None = None,
 ) -> list[Task]:
-    """Tasks from ``(name, class ids)`` groups and each class's (train, test) examples, classes in id order."""
+    """Tasks from ``(name, class ids)`` groups and each class's (train, test) examples, classes in id order;
+    ``family(name)`` names each task's family (none by default)."""
     tasks = []
     for name, classes in groups:
         cs = sorted(classes)
         train = [ex for c in cs for ex in per_class[c][0]]
         test = [ex for c in cs for ex in per_class[c][1]]
-        tasks.append(Task(name=name, classes=cs, train=train, test=test))
+        tasks.append(Task(name=name, classes=cs, train=train, test=test, family=family(name) if family else ""))
     return tasks

@@ -145,7 +145,7 @@ def load_wordnet(seed: int, train_per_class: int, test_per_class: int) -> TaskSt
         name="wordnet",
         modality="text",
         class_names=list(WORDNET_LEXNAMES),
-        tasks=make_tasks(groups, per_class),
+        tasks=make_tasks(groups, per_class, family=lambda name: name.split("-")[0]),
         readable_names=[_wordnet_readable(n) for n in WORDNET_LEXNAMES],
         instruction="Which WordNet category does this definition belong to?",
     )

@@ -33,3 +33,15 @@ def test_holders_and_disjoint_balanced_shards():
     assert sum(map(len, texts)) == 30 and not (texts[0] & texts[1] or texts[1] & texts[2] or texts[0] & texts[2])
     assert all({e.label for e in p} == {0, 1, 2} for p in parts)
     assert shard(examples, 1, 3, seed=0) == parts[1] and shard(examples, 1, 3, seed=1) != parts[1]
+
+
+def test_leaf_truth_names_each_leafs_stream_task_and_family():
+    from treelora.fed.scenarios import leaf_truth
+    from treelora.streams import load_stream
+
+    stream = load_stream("wordnet", train_per_class=2, test_per_class=1)
+    truth = leaf_truth("families", 6, stream.tasks, 2, 1, families=3)
+    assert len(truth) == 12 and truth["c0/t0"] == truth["c3/t0"] and truth["c1/t1"] == truth["c4/t1"]
+    assert truth["c0/t0"] != truth["c1/t0"]
+    assert {f for _, f in truth.values()} <= {"living", "physical", "abstract", "verbs"}
+    assert truth["c0/t0"] == ("living-organisms", "living")
