@@ -143,8 +143,9 @@ class EWC(ContinualMethod):
     """EWC on the LoRA parameters: ``½·λ·Σ F·(θ − θ*)²`` with F the empirical Fisher of the last epoch's
     mini-batch gradients, summed over tasks, and θ* the adapter at the end of the last task.
 
-    The squared gradients are those of the step's total loss, EWC's own penalty included (as it has always been
-    computed here; kept so that figures stay comparable)."""
+    The Fisher is the task loss's alone: the step's gradient includes EWC's own penalty, whose gradient
+    ``λ·F·(θ − θ*)`` is known in closed form and taken out before squaring (squaring it in would feed the penalty
+    back into the next task's Fisher and grow it without bound)."""
 
     preset = dict(signature="grad", selector="none", regularizer="none")
 
@@ -168,8 +169,19 @@ class EWC(ContinualMethod):
             return 0.5 * self.cfg.ewc_lambda * total
         return 0.0
 
+    def _task_gradient(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The step's per-layer gradient minus the penalty's ``λ·F·(θ − θ*)``."""
+        if self.fisher is None or self.cfg.ewc_lambda <= 0:
+            return [g.detach().float() for g in grads]
+        out = []
+        for layer, (g, f, anchor) in enumerate(zip(grads, self.fisher, self.anchor or [])):
+            theta = torch.cat([p.detach().flatten() for p in self.lora.params(layer)]).float()
+            penalty_grad = self.cfg.ewc_lambda * f.to(theta.device) * (theta - anchor.to(theta.device))
+            out.append(g.detach().float() - penalty_grad.to(g.device))
+        return out
+
     def observe(self, grads: list[torch.Tensor]) -> None:
-        sq = [g.detach().float() ** 2 for g in grads]
+        sq = [g**2 for g in self._task_gradient(grads)]
         if self.sq is None:
             self.sq = sq
         else:

@@ -57,12 +57,17 @@ def test_ewc_fisher_anchor_penalty_and_state():
     assert_same(other.state_dict(), ewc.state_dict())
     assert _value(other.penalty()) == _value(ewc.penalty())
     assert all(t.device.type == "cpu" for t in ewc.state_dict()["fisher"])
-    # a second task adds its Fisher to the first's
+    # a second task adds its Fisher to the first's, from the task loss's gradient: the step's gradient minus the
+    # penalty's lambda * F * (theta - theta*), here nonzero on layer 0's A (moved by 0.5 above)
     first = [f.clone() for f in ewc.fisher]
+    anchor = [x.clone() for x in ewc.anchor]
     ewc.start_epoch()
     ewc.observe(grads[0])
     ewc.end_task()
-    assert all(torch.allclose(f, f0 + g0.float() ** 2) for f, f0, g0 in zip(ewc.fisher, first, grads[0]))
+    for layer, (f, f0, g0) in enumerate(zip(ewc.fisher, first, grads[0])):
+        task_grad = g0.float() - 2.0 * f0 * (_flat(lora, layer) - anchor[layer])
+        assert torch.allclose(f, f0 + task_grad**2)
+    assert not torch.allclose(ewc.fisher[0].double(), (first[0] + grads[0][0].float() ** 2).double())  # penalty out
 
 
 def test_olora_merges_resets_and_penalises_overlap_with_earlier_a():
