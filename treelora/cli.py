@@ -3,6 +3,7 @@
     treelora train --method treelora seqlora --stream wordnet --backbone minilm --seeds 0 1 2 --out runs/table
     treelora compare runs/table
     treelora list
+    treelora check-stream my_stream.jsonl
 
 ``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png,
 tree.txt) and ``<out>/summary.md`` + ``summary.json`` + ``acc.png`` over all of them. Any config field can be
@@ -106,12 +107,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from .stream_check import describe_stream, render_stream_summary
+    from .streams import load_jsonl_stream
+
+    path = args.file[len("jsonl:"):] if args.file.startswith("jsonl:") else args.file
+    stream = load_jsonl_stream(path, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+    desc = describe_stream(stream)
+    print(json.dumps(desc, indent=2) if args.json else render_stream_summary(desc))
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     from .backbones import list_backbones
     from .streams import list_streams
 
     print("methods:  ", ", ".join(METHODS))
-    print("streams:  ", ", ".join(list_streams()), "(or jsonl:/path/file.jsonl)")
+    print("streams:  ", ", ".join(list_streams()), "(or jsonl:/path/file.jsonl: your own tasks, one JSON object a "
+          "line; the format is in README.md, 'Your own task stream'; check a file with `treelora check-stream FILE`)")
     print("backbones:", ", ".join(list_backbones()), "(or a local model directory)")
     print("config:   ", ", ".join(f.name for f in config_fields()))
     return 0
@@ -143,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.add_argument("--out", default=None, help="also write the markdown table here")
     c.set_defaults(func=cmd_compare)
+    cs = sub.add_parser("check-stream", help="validate a JSONL task stream; print its tasks, classes and counts")
+    cs.add_argument("file", help="the JSONL file (or jsonl:FILE)")
+    cs.add_argument("--train-per-class", type=int, default=None, help="cap, as treelora train would apply it")
+    cs.add_argument("--test-per-class", type=int, default=None)
+    cs.add_argument("--json", action="store_true", help="the summary as JSON")
+    cs.set_defaults(func=cmd_check_stream)
     ls = sub.add_parser("list", help="known methods, streams, backbones and config keys")
     ls.set_defaults(func=cmd_list)
     return p
