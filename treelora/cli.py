@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             results = learner.run_stream(stream, epochs=per_task)
             results["label"] = args.label or method
+            results["task_families"] = [t.family_name for t in stream.tasks]  # for figures (treelora.task_labels)
             results["wall_time_s"] = time.perf_counter() - t0
             run_dir = write_run(results, out / (args.label or method) / f"seed{seed}", plots=not args.no_plots)
             m = results["metrics"]
@@ -92,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(md + "\n")
     write_json_atomic(out / "summary.json", table)
     if not args.no_plots:
-        plot_metric_bars(table, "acc", out / "acc.png")
+        plot_metric_bars(table, "acc", out / "acc.png", percent=True)
     print(md)
     return 0
 
