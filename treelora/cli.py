@@ -4,9 +4,12 @@
     treelora compare runs/table
     treelora list
     treelora check-stream my_stream.jsonl
+    treelora export runs/table                 # every task's adapter in peft's format, with its head
+    treelora report runs/table                 # one self-contained HTML page
 
-``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png,
-tree.txt) and ``<out>/summary.md`` + ``summary.json`` + ``acc.png`` over all of them. Any config field can be
+``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png and
+tree.txt for methods that select from their tree, adapters/ with every task's snapshot) and ``<out>/summary.md`` +
+``summary.json`` + ``acc.png`` over all of them. Any config field can be
 set with ``--set key=value`` (see ``treelora.config.LearnerConfig``; dashes allowed in keys; the value is a TOML
 literal or a bare string, see ``treelora.overrides``).
 """
@@ -48,6 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .backbones import load_backbone
+    from .export import save_task_adapters
     from .learner import ContinualLearner
     from .plots import plot_metric_bars
     from .results import compare_runs, find_results, markdown_table, write_json_atomic, write_run
@@ -82,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             results["task_families"] = [t.family_name for t in stream.tasks]  # for figures (treelora.task_labels)
             results["wall_time_s"] = time.perf_counter() - t0
             run_dir = write_run(results, out / (args.label or method) / f"seed{seed}", plots=not args.no_plots)
+            save_task_adapters(learner, run_dir, backbone=args.backbone, stream=stream)  # for `treelora export`
             m = results["metrics"]
             print(
                 f"   ACC {100 * m['acc']:.2f}%  BWT {100 * m['bwt']:.2f}%  forgetting {100 * m['forgetting']:.2f}%"
@@ -105,6 +110,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(md)
     if args.out:
         Path(args.out).write_text(md + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_runs
+
+    for run, (where, folders) in export_runs(args.runs, args.out, state_dir=args.state_dir).items():
+        counts = {k: sum(f["kind"] == k for f in folders) for k in ("task", "leaf", "client")}
+        kinds = ", ".join(f"{n} {k} adapter{'s' if n > 1 else ''}" for k, n in counts.items() if n)
+        print(f"{run}: {kinds or 'nothing to export'} -> {where} (peft folders; how to load: {where}/export.json)")
     return 0
 
 
@@ -159,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.add_argument("--out", default=None, help="also write the markdown table here")
     c.set_defaults(func=cmd_compare)
+    ex = sub.add_parser("export", help="every task's / client's adapter in peft's format (PeftModel.from_pretrained)")
+    ex.add_argument("runs", nargs="+", help="run directories (each with results.json, or folders of them)")
+    ex.add_argument("--out", default=None, help="where to write (default: <run>/export)")
+    ex.add_argument("--state-dir", default=None, help="federated: the clients' state root (default <run>/clients)")
+    ex.set_defaults(func=cmd_export)
     cs = sub.add_parser("check-stream", help="validate a JSONL task stream; print its tasks, classes and counts")
     cs.add_argument("file", help="the JSONL file (or jsonl:FILE)")
     cs.add_argument("--train-per-class", type=int, default=None, help="cap, as treelora train would apply it")
@@ -172,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``treelora`` console script."""
+    from .logs import quiet_third_party
+
+    quiet_third_party()  # other packages' deprecation notices off; ours stay (treelora/logs.py)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
