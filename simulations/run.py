@@ -8,7 +8,9 @@ the local SuperLink that ``flwr run`` started and print a summary table.
 Sets what Flower needs offline: ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` (otherwise ``flwr run``
 ``uv sync``-s the dependencies and pulls a CUDA torch), a private ``FLWR_HOME`` under ``.flwr/`` and
 ``HF_HUB_OFFLINE=1``. Each method writes ``<out>/<method>/results.json`` (+ plots); the table goes to
-``<out>/summary.md``.
+``<out>/summary.md``, and the comparison of the methods to ``<out>/report.html`` (one self-contained page,
+:mod:`treelora.report_html`), whose path is printed last. Other packages' deprecation notices and per-actor load
+bars are kept out of the log (:mod:`treelora.logs`).
 
 ``--set KEY=VALUE`` (repeatable) overrides a run-config key of the preset: kebab-case keys of
 ``treelora.fed.settings.FedSettings``, each value a TOML literal or a bare string (``--set l1-reduction=mean``,
@@ -33,6 +35,7 @@ import tomllib
 from treelora.fed.settings import FedSettings
 from treelora.logs import quiet_env
 from treelora.overrides import coerce, parse_pairs
+from treelora.report_html import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     table = summary_table(rows)
     (out / "summary.md").write_text(table + "\n")
     print(f"\n{preset.stem}: {args.clients} clients, results in {out}\n{table}")
+    report = write_report([out / method for method, _, _ in rows], out / "report.html",
+                          title=f"{preset.stem}: {args.clients} clients, {', '.join(m for m, _, _ in rows)}")
+    print(f"\nreport (open in a browser): {report}")
     return 0
 
 

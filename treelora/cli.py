@@ -123,6 +123,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report_html import write_report
+
+    if args.out:
+        out = Path(args.out)
+    else:
+        first = Path(args.runs[0])
+        out = (first if first.is_dir() else first.parent) / "report.html" if len(args.runs) == 1 else Path(
+            "report.html")
+    print(f"report: {write_report(args.runs, out, title=args.title).resolve()}")
+    return 0
+
+
 def cmd_check_stream(args: argparse.Namespace) -> int:
     import json
 
@@ -179,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="where to write (default: <run>/export)")
     ex.add_argument("--state-dir", default=None, help="federated: the clients' state root (default <run>/clients)")
     ex.set_defaults(func=cmd_export)
+    rp = sub.add_parser("report", help="one self-contained HTML page (figures inline) over runs")
+    rp.add_argument("runs", nargs="+", help="run directories or results.json files (centralized and federated)")
+    rp.add_argument("--out", default=None, help="default: <RUN_DIR>/report.html for one directory, else ./report.html")
+    rp.add_argument("--title", default=None)
+    rp.set_defaults(func=cmd_report)
     cs = sub.add_parser("check-stream", help="validate a JSONL task stream; print its tasks, classes and counts")
     cs.add_argument("file", help="the JSONL file (or jsonl:FILE)")
     cs.add_argument("--train-per-class", type=int, default=None, help="cap, as treelora train would apply it")

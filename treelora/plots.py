@@ -36,8 +36,14 @@ def _new_figure(width: float, height: float) -> Any:
 def _save(fig: Any, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "svg" if out.suffix.lower() == ".svg" else "png"
-    fig.savefig(out, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+    if out.suffix.lower() == ".svg":
+        import matplotlib
+
+        # text as <text> (a tenth of the size, selectable in a browser), no date: the same figure, the same bytes
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": out.stem}):
+            fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
+    else:
+        fig.savefig(out, format="png", bbox_inches="tight")
     return out
 
 
@@ -78,19 +84,20 @@ def plot_accuracy_matrix(R: ArrayLike, task_names: list[str], path: str | Path, 
 
 
 def plot_metric_bars(table: dict[str, dict[str, tuple[float, float]]], metric: str, path: str | Path, *,
-                     percent: bool = False, label: str = "") -> Path:
+                     percent: bool = False, label: str = "", over: str = "seeds") -> Path:
     """Bar chart of ``metric`` per method (``table[method][metric] = (mean, std)``), in % when ``percent``.
 
     Error bars (± std) only where the mean is over at least two seeds (``table[method]["seeds"] = (n, 0)``; rows
     without that entry count as several): the std of one seed is no spread. Methods that lack the metric (e.g.
     ``fwt`` where it could not be computed) are left out; it is an error when none has it.
     """
-    return _save(metric_bars_figure(table, metric, percent=percent, label=label), path)
+    return _save(metric_bars_figure(table, metric, percent=percent, label=label, over=over), path)
 
 
 def metric_bars_figure(table: dict[str, dict[str, tuple[float, float]]], metric: str, *, percent: bool = False,
-                       label: str = "") -> Any:
-    """The figure of :func:`plot_metric_bars`, unsaved (its axes hold one bar per method and the error bars)."""
+                       label: str = "", over: str = "seeds") -> Any:
+    """The figure of :func:`plot_metric_bars`, unsaved (its axes hold one bar per method and the error bars).
+    ``over`` names what the mean is over (``"seeds"``; a federated run's ``"clients"``: ``seeds`` then counts them)."""
     if not isinstance(table, dict) or not table:
         raise ValueError("table must be a non-empty dict: method -> metric -> (mean, std)")
     methods, means, stds, seeds = [], [], [], []
@@ -124,17 +131,18 @@ def metric_bars_figure(table: dict[str, dict[str, tuple[float, float]]], metric:
     name = (label or metric.upper()) if percent else (label or metric)
     ax.set_ylabel(f"{name} %" if percent else name)
     ax.axhline(0.0, color="black", linewidth=0.6)
+    one = over[:-1] if over.endswith("s") else over
     if len(spread) == len(methods):
-        ax.set_title(f"{name} (mean ± std over seeds)")
+        ax.set_title(f"{name} (mean ± std over {over})")
     elif spread:
-        ax.set_title(f"{name} (mean ± std over seeds; no bar: one seed)")
+        ax.set_title(f"{name} (mean ± std over {over}; no bar: one {one})")
     else:
-        ax.set_title(f"{name} (one seed each)")
+        ax.set_title(f"{name} (one {one} each)")
     return fig
 
 
 def plot_lines(series: Mapping[str, tuple[list[float], list[float]]], path: str | Path, *, xlabel: str,
-               ylabel: str, title: str = "") -> Path:
+               ylabel: str, title: str = "", xlim: tuple[float, float] | None = None) -> Path:
     """One line per name (``series[name] = (x values, y values)``), e.g. bytes per round of each method."""
     if not series:
         raise ValueError("series must name at least one line")
@@ -146,6 +154,8 @@ def plot_lines(series: Mapping[str, tuple[list[float], list[float]]], path: str 
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, label=str(name))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     if title:
