@@ -31,7 +31,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; }
+th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; white-space: normal; }
 .figs { display: flex; flex-wrap: wrap; gap: 1.2em; }
 figure { margin: 0; border: 1px solid #e3e3e3; padding: .5em; background: #fff; max-width: 100%; }
 figure svg { max-width: 100%; height: auto; display: block; }
@@ -91,16 +91,18 @@ def _summary(central: list[dict[str, Any]], central_table: dict[str, Any], feder
     if federated:
         rows = []
         for r in federated:
-            m, cfg = r["metrics"], r.get("config") or {}
+            m = r["metrics"]
             ratio, down = r.get("up_vs_full_model"), r.get("bytes_down_per_client_round")
             rows.append([run_name(r), len(r["per_client"]), r.get("rounds", ""), _pct(m.get("acc")),
                          _pct(m.get("bwt")), _pct(m.get("forgetting")), f"{r['bytes_up_per_client_round'] / 1024:.1f}",
                          "-" if down is None else f"{down / 1024:.1f}",
-                         f"{100 * ratio:.3f}%" if ratio else "-", len(r.get("errors") or []),
-                         f"{cfg.get('stream', '?')} / {cfg.get('backbone', '?')} / {cfg.get('scenario', '?')}"])
-        parts.append("<p>Federated: mean ± std over clients.</p>" + _table(
+                         f"{100 * ratio:.3f}%" if ratio else "-", len(r.get("errors") or [])])
+        cfgs = [r.get("config") or {} for r in federated]
+        settings = sorted({f"{c.get('stream', '?')} on {c.get('backbone', '?')}, {c.get('scenario', '?')} scenario"
+                           for c in cfgs})
+        parts.append(f"<p>Federated ({_e('; '.join(settings))}): mean ± std over clients.</p>" + _table(
             ["method", "clients", "rounds", "ACC %", "BWT %", "forgetting %", "KiB up / client-round",
-             "KiB down / client-round", "up vs full model", "rejected", "stream / backbone / scenario"], rows))
+             "KiB down / client-round", "up vs full model", "rejected"], rows))
     return "".join(parts)
 
 
