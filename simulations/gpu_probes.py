@@ -138,14 +138,17 @@ def federated_run(device: str, precision: str, run_config: dict[str, Any], clien
         rc = dict(run_config, **{"out-dir": str(Path(tmp) / "server")})
         grid = LocalGrid(client_app, clients, run_config=rc, state_dir=str(Path(tmp) / "clients"),
                          node_config={n: {"device": device, "precision": precision} for n in range(1, clients + 1)})
+        fed = FedSettings.from_run_config(rc)
         t0 = time.perf_counter()
         try:
-            results = run(grid, FedSettings.from_run_config(rc), progress=False)
+            results = run(grid, fed, progress=False)
         except Exception as exc:  # noqa: BLE001 - reported in the JSON, the check fails
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
         wall = time.perf_counter() - t0
+    # the clients' learners: the cached ones built from this run config and node config (device, precision)
+    want = fed.learner_config(device=device, precision=precision).to_dict()
     learners = [{"device": str(lr.device), "autocast": str(lr.autocast_dtype)}
-                for lr, _ in learner_cache._LEARNERS.values() if lr.device.type == torch.device(device).type]
+                for lr, _ in learner_cache._LEARNERS.values() if lr.cfg.to_dict() == want]
     acc = results["metrics"].get("acc", {})
     return {"ok": not results["errors"] and bool(learners), "rounds": results["rounds"],
             "leaves": len(results["leaves"]), "errors": results["errors"], "acc_mean": acc.get("mean"),
