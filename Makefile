@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint clean
+.PHONY: setup run deploy-demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m simulations.run --preset default --clients 3 --methods treelora fedavg-lora local-only
+
+# a secure 3-node federation on loopback: TLS SuperLink + node authentication + database, 3 SuperNodes, flwr run,
+# summary; every process stopped afterwards (simulations/deploy/demo.py). `make deploy-demo DEMO=--quick`: ~2 min
+deploy-demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m simulations.deploy.demo $(DEMO)
 
 # everything, the real-process suites included (what CI runs)
 test: $(STAMP)

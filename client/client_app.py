@@ -12,6 +12,12 @@ import os
 # OpenMP's default active wait made 2-thread steps 4x slower on a shared CPU (BENCHMARKS.md); set before torch loads
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from treelora.logs import quiet_third_party
+
+# other packages' deprecation notices and per-process "Loading weights" bars off, before any of them loads (every
+# simulated client process and every deployed message's process imports this module first); ours stay on
+quiet_third_party()
+
 import logging
 
 from flwr.app import Context, Message

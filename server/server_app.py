@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from treelora.logs import quiet_third_party
 
-from treelora.fed.settings import FedSettings
+quiet_third_party()  # other packages' deprecation notices off before Ray and transformers load (treelora/logs.py)
 
-from .loop import run
-from .report import write_results
+# isort: split
+from flwr.app import Context  # noqa: E402
+from flwr.serverapp import Grid, ServerApp  # noqa: E402
+
+from treelora.fed.settings import FedSettings  # noqa: E402
+
+from .loop import run  # noqa: E402
+from .report import write_results  # noqa: E402
 
 app = ServerApp()
 

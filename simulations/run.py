@@ -8,7 +8,9 @@ the local SuperLink that ``flwr run`` started and print a summary table.
 Sets what Flower needs offline: ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` (otherwise ``flwr run``
 ``uv sync``-s the dependencies and pulls a CUDA torch), a private ``FLWR_HOME`` under ``.flwr/`` and
 ``HF_HUB_OFFLINE=1``. Each method writes ``<out>/<method>/results.json`` (+ plots); the table goes to
-``<out>/summary.md``.
+``<out>/summary.md``, and the comparison of the methods to ``<out>/report.html`` (one self-contained page,
+:mod:`treelora.report_html`), whose path is printed last. Other packages' deprecation notices and per-actor load
+bars are kept out of the log (:mod:`treelora.logs`).
 
 ``--set KEY=VALUE`` (repeatable) overrides a run-config key of the preset: kebab-case keys of
 ``treelora.fed.settings.FedSettings``, each value a TOML literal or a bare string (``--set l1-reduction=mean``,
@@ -31,7 +33,9 @@ from typing import Any
 import tomllib
 
 from treelora.fed.settings import FedSettings
+from treelora.logs import quiet_env
 from treelora.overrides import coerce, parse_pairs
+from treelora.report_html import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +135,25 @@ def run_preset(
     )
 
 
+def summary_table(rows: list[tuple[str, dict[str, Any], float]]) -> str:
+    """Markdown table of federated runs: (method, results.json dict, wall seconds) per row; ACC/BWT/forgetting
+    mean ± std over clients in %, bytes up per client-round, rejected replies. Also the deployment demo's."""
+    lines = [
+        "| method | ACC % | BWT % | forgetting % | KiB up / client-round | up vs full model | rejected | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, res, wall in rows:
+        m = res["metrics"]
+        f = lambda k: f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['std']:.2f}" if k in m else "-"  # noqa: E731
+        ratio = res.get("up_vs_full_model")
+        lines.append(
+            f"| {method} | {f('acc')} | {f('bwt')} | {f('forgetting')} | "
+            f"{res['bytes_up_per_client_round'] / 1024:.1f} | {'-' if not ratio else f'{100 * ratio:.3f}%'} | "
+            f"{len(res['errors'])} | {wall:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="default", help="name of simulations/<preset>.toml, or a path")
@@ -157,13 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(f"--set: {exc}")
     flwr_home = Path(args.flwr_home).resolve()
-    env = dict(
+    # quiet_env: other packages' deprecation notices and per-actor load bars off in every process flwr run starts
+    # (the local SuperLink, the simulation, Ray's actors); Flower's INFO lines and our progress bars stay
+    env = quiet_env(dict(
         os.environ,
         FLWR_HOME=str(flwr_home),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         HF_HUB_OFFLINE="1",
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    )
+    ))
     foreign = foreign_superlinks(flwr_home)
     if foreign:
         raise SystemExit(
@@ -178,22 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((method, res, time.time() - t0))
     finally:
         stop_superlink(_superlink_pids(flwr_home))
-    lines = [
-        "| method | ACC % | BWT % | forgetting % | KiB up / client-round | up vs full model | rejected | wall s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for method, res, wall in rows:
-        m = res["metrics"]
-        f = lambda k: f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['std']:.2f}" if k in m else "-"  # noqa: E731
-        ratio = res.get("up_vs_full_model")
-        lines.append(
-            f"| {method} | {f('acc')} | {f('bwt')} | {f('forgetting')} | "
-            f"{res['bytes_up_per_client_round'] / 1024:.1f} | {'-' if not ratio else f'{100 * ratio:.3f}%'} | "
-            f"{len(res['errors'])} | {wall:.0f} |"
-        )
-    table = "\n".join(lines)
+    table = summary_table(rows)
     (out / "summary.md").write_text(table + "\n")
     print(f"\n{preset.stem}: {args.clients} clients, results in {out}\n{table}")
+    report = write_report([out / method for method, _, _ in rows], out / "report.html",
+                          title=f"{preset.stem}: {args.clients} clients, {', '.join(m for m, _, _ in rows)}")
+    print(f"\nreport (open in a browser): {report}")
     return 0
 
 

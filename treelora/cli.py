@@ -3,9 +3,13 @@
     treelora train --method treelora seqlora --stream wordnet --backbone minilm --seeds 0 1 2 --out runs/table
     treelora compare runs/table
     treelora list
+    treelora check-stream my_stream.jsonl
+    treelora export runs/table                 # every task's adapter in peft's format, with its head
+    treelora report runs/table                 # one self-contained HTML page
 
-``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png,
-tree.txt) and ``<out>/summary.md`` + ``summary.json`` + ``acc.png`` over all of them. Any config field can be
+``train`` writes ``<out>/<method>/seed<k>/`` per run (results.json, metrics.csv, accuracy_matrix.png, tree.png and
+tree.txt for methods that select from their tree, adapters/ with every task's snapshot) and ``<out>/summary.md`` +
+``summary.json`` + ``acc.png`` over all of them. Any config field can be
 set with ``--set key=value`` (see ``treelora.config.LearnerConfig``; dashes allowed in keys; the value is a TOML
 literal or a bare string, see ``treelora.overrides``).
 """
@@ -47,6 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .backbones import load_backbone
+    from .export import save_task_adapters
     from .learner import ContinualLearner
     from .plots import plot_metric_bars
     from .results import compare_runs, find_results, markdown_table, write_json_atomic, write_run
@@ -78,8 +83,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             results = learner.run_stream(stream, epochs=per_task)
             results["label"] = args.label or method
+            results["task_families"] = [t.family_name for t in stream.tasks]  # for figures (treelora.task_labels)
             results["wall_time_s"] = time.perf_counter() - t0
             run_dir = write_run(results, out / (args.label or method) / f"seed{seed}", plots=not args.no_plots)
+            save_task_adapters(learner, run_dir, backbone=args.backbone, stream=stream)  # for `treelora export`
             m = results["metrics"]
             print(
                 f"   ACC {100 * m['acc']:.2f}%  BWT {100 * m['bwt']:.2f}%  forgetting {100 * m['forgetting']:.2f}%"
@@ -91,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(md + "\n")
     write_json_atomic(out / "summary.json", table)
     if not args.no_plots:
-        plot_metric_bars(table, "acc", out / "acc.png")
+        plot_metric_bars(table, "acc", out / "acc.png", percent=True)
     print(md)
     return 0
 
@@ -106,12 +113,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_runs
+
+    for run, (where, folders) in export_runs(args.runs, args.out, state_dir=args.state_dir).items():
+        counts = {k: sum(f["kind"] == k for f in folders) for k in ("task", "leaf", "client")}
+        kinds = ", ".join(f"{n} {k} adapter{'s' if n > 1 else ''}" for k, n in counts.items() if n)
+        print(f"{run}: {kinds or 'nothing to export'} -> {where} (peft folders; how to load: {where}/export.json)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report_html import write_report
+
+    if args.out:
+        out = Path(args.out)
+    else:
+        first = Path(args.runs[0])
+        out = (first if first.is_dir() else first.parent) / "report.html" if len(args.runs) == 1 else Path(
+            "report.html")
+    print(f"report: {write_report(args.runs, out, title=args.title).resolve()}")
+    return 0
+
+
+def cmd_check_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from .stream_check import describe_stream, render_stream_summary
+    from .streams import load_jsonl_stream
+
+    path = args.file[len("jsonl:"):] if args.file.startswith("jsonl:") else args.file
+    stream = load_jsonl_stream(path, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+    desc = describe_stream(stream)
+    print(json.dumps(desc, indent=2) if args.json else render_stream_summary(desc))
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     from .backbones import list_backbones
     from .streams import list_streams
 
     print("methods:  ", ", ".join(METHODS))
-    print("streams:  ", ", ".join(list_streams()), "(or jsonl:/path/file.jsonl)")
+    print("streams:  ", ", ".join(list_streams()), "(or jsonl:/path/file.jsonl: your own tasks, one JSON object a "
+          "line; the format is in README.md, 'Your own task stream'; check a file with `treelora check-stream FILE`)")
     print("backbones:", ", ".join(list_backbones()), "(or a local model directory)")
     print("config:   ", ", ".join(f.name for f in config_fields()))
     return 0
@@ -143,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.add_argument("--out", default=None, help="also write the markdown table here")
     c.set_defaults(func=cmd_compare)
+    ex = sub.add_parser("export", help="every task's / client's adapter in peft's format (PeftModel.from_pretrained)")
+    ex.add_argument("runs", nargs="+", help="run directories (each with results.json, or folders of them)")
+    ex.add_argument("--out", default=None, help="where to write (default: <run>/export)")
+    ex.add_argument("--state-dir", default=None, help="federated: the clients' state root (default <run>/clients)")
+    ex.set_defaults(func=cmd_export)
+    rp = sub.add_parser("report", help="one self-contained HTML page (figures inline) over runs")
+    rp.add_argument("runs", nargs="+", help="run directories or results.json files (centralized and federated)")
+    rp.add_argument("--out", default=None, help="default: <RUN_DIR>/report.html for one directory, else ./report.html")
+    rp.add_argument("--title", default=None)
+    rp.set_defaults(func=cmd_report)
+    cs = sub.add_parser("check-stream", help="validate a JSONL task stream; print its tasks, classes and counts")
+    cs.add_argument("file", help="the JSONL file (or jsonl:FILE)")
+    cs.add_argument("--train-per-class", type=int, default=None, help="cap, as treelora train would apply it")
+    cs.add_argument("--test-per-class", type=int, default=None)
+    cs.add_argument("--json", action="store_true", help="the summary as JSON")
+    cs.set_defaults(func=cmd_check_stream)
     ls = sub.add_parser("list", help="known methods, streams, backbones and config keys")
     ls.set_defaults(func=cmd_list)
     return p
@@ -150,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``treelora`` console script."""
+    from .logs import quiet_third_party
+
+    quiet_third_party()  # other packages' deprecation notices off; ours stay (treelora/logs.py)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

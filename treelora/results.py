@@ -2,6 +2,9 @@
 
 ``results.json`` keeps everything a later analysis may need: the whole accuracy matrix, the metrics, timings,
 the config and library versions. ``compare_runs`` groups runs by method and reports mean ± std over seeds.
+Figures name tasks by their stream names (:mod:`treelora.task_labels`); the tree is drawn (tree.png, tree.txt)
+only for methods that select from it: SeqLoRA, O-LoRA and EWC (selector ``none``) store their tasks in a tree
+nobody reads, and a picture of it would suggest otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ METRIC_KEYS = ("acc", "bwt", "bwt_clipped", "forgetting")
 def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -> Path:
     """Write one run's directory and return it."""
     from .plots import plot_accuracy_matrix, plot_tree, render_tree_text
+    from .task_labels import has_tree_selection, task_families, task_labels
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,11 +44,16 @@ def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -
             ]
         )
     R = np.array([[np.nan if x is None else x for x in row] for row in results["accuracy_matrix"]], dtype=float)
-    (out / "tree.txt").write_text(render_tree_text(results["tree"]) + "\n")
+    tree = has_tree_selection(results)
+    labels = task_labels(results)
+    if tree:
+        (out / "tree.txt").write_text(render_tree_text(results["tree"], labels) + "\n")
     if plots:
         title = f"{results['method']} on {results['stream']} ({results['backbone']}, seed {results['config']['seed']})"
         plot_accuracy_matrix(R, results["tasks"], out / "accuracy_matrix.png", title=title)
-        plot_tree(results["tree"], out / "tree.png", title=f"{results['method']}: task tree")
+        if tree:
+            plot_tree(results["tree"], out / "tree.png", title=f"{results['method']}: task tree", labels=labels,
+                      families=task_families(results))
     return out
 
 

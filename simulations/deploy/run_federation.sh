@@ -20,15 +20,8 @@ shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$FLWR_HOME"
 merged="$(mktemp --suffix=.toml "$FLWR_HOME/run-config.XXXXXX")"
 trap 'rm -f "$merged"' EXIT
-"$PYTHON" - "$PRESET" "$OVERRIDES" "$merged" <<'PY'
-import re, sys, tomllib
-from pathlib import Path
-import tomli_w
-cfg = tomllib.loads(Path(sys.argv[1]).read_text())
-pairs = re.findall(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)", sys.argv[2])
-cfg.update(tomllib.loads("\n".join(f"{k} = {v}" for k, v in pairs)))
-Path(sys.argv[3]).write_text(tomli_w.dumps(cfg))
-PY
+# KEY=VALUE overrides through the project's one parser, every key checked against FedSettings (merge_config.py)
+(cd "$REPO_ROOT" && "$PYTHON" -m simulations.deploy.merge_config "$PRESET" "$OVERRIDES" "$merged")
 # flwr 1.42 walks every file under the app folder (the .venv too: ~7 s) to build the FAB: stage the app's files
 # (same FAB, same hash) unless STAGE=0.
 cd "$REPO_ROOT"

@@ -48,9 +48,12 @@ def test_cli_train_writes_results_and_compare(tmp_path, capsys):
         d = out / method / "seed0"
         data = json.loads((d / "results.json").read_text())
         assert len(data["accuracy_matrix"]) == 2 and data["method"] == method
-        for name in ("metrics.csv", "accuracy_matrix.png", "tree.png", "tree.txt"):
+        for name in ("metrics.csv", "accuracy_matrix.png"):
             assert (d / name).stat().st_size > 0
+        # a tree picture only for a method that selects from its tree (seqlora's selector is none)
+        assert (d / "tree.png").exists() == (d / "tree.txt").exists() == (method == "treelora")
     assert "| treelora |" in (out / "summary.md").read_text()
+    assert (out / "acc.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["compare", str(out)]) == 0
     assert "| seqlora |" in capsys.readouterr().out

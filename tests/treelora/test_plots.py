@@ -88,3 +88,50 @@ def test_importing_treelora_plots_does_not_import_matplotlib() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_metric_bars_in_percent_with_error_bars_only_over_two_seeds(tmp_path: Path) -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from treelora.plots import metric_bars_figure
+
+    table = {"treelora": {"acc": (0.71, 0.02), "seeds": (3.0, 0.0)},
+             "seqlora": {"acc": (0.62, 0.0), "seeds": (1.0, 0.0)}}
+    ax = metric_bars_figure(table, "acc", percent=True).axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [71.0, 62.0]
+    assert ax.get_ylabel() == "ACC %"
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and len(bars[0].lines[2][0].get_segments()) == 1  # treelora's bar only
+    assert bars[0].lines[2][0].get_segments()[0][:, 1].tolist() == pytest.approx([69.0, 73.0])
+    single = {"a": {"acc": (0.5, 0.0), "seeds": (1.0, 0.0)}}
+    ax = metric_bars_figure(single, "acc", percent=True).axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)] and "one seed" in ax.get_title()
+    assert _is_png(plot_metric_bars(table, "acc", tmp_path / "acc.png", percent=True))
+    assert (plot_metric_bars(table, "acc", tmp_path / "acc.svg")).read_text().lstrip().startswith("<?xml")
+
+
+def test_tree_labels_and_family_colours(tmp_path: Path) -> None:
+    labels = {"nouns": "noun.animal (t0)", "adv": "adv.all (t3)"}
+    text = render_tree_text(TREE, labels)
+    assert "noun.animal (t0)" in text and "adv.all (t3)" in text and "verbs" in text
+    families = {"nouns": "living", "verbs": "living", "adj": "abstract", "adv": "abstract", "misc": "abstract"}
+    svg = plot_tree(TREE, tmp_path / "tree.svg", labels=labels, families=families).read_text()
+    assert "task family" in svg and "living" in svg and "abstract" in svg
+
+
+def test_write_run_draws_no_tree_for_methods_without_selection(tmp_path: Path) -> None:
+    from treelora.results import write_run
+
+    base = {
+        "method": "seqlora", "stream": "synthetic-text", "backbone": "tiny-bert", "tasks": ["fruit", "tools"],
+        "accuracy_matrix": [[0.9, None], [0.5, 0.8]], "metrics": {"acc": 0.65}, "step_time_s": 0.1,
+        "search_time_per_task_s": [0.0, 0.0], "time_per_task_s": [1.0, 1.0],
+        "tree": {"depth": 0, "tasks": ["t0", "t1"], "children": [
+            {"depth": 1, "tasks": ["t0"], "children": []}, {"depth": 1, "tasks": ["t1"], "children": []}]},
+    }
+    none = write_run(dict(base, config={"seed": 0, "selector": "none"}), tmp_path / "seqlora")
+    assert not (none / "tree.png").exists() and not (none / "tree.txt").exists()
+    assert _is_png(none / "accuracy_matrix.png")
+    tree = write_run(dict(base, method="treelora", config={"seed": 0, "selector": "tree-lcb"}), tmp_path / "tl")
+    assert _is_png(tree / "tree.png")
+    assert "fruit (t0)" in (tree / "tree.txt").read_text() and "tools (t1)" in (tree / "tree.txt").read_text()
