@@ -17,6 +17,9 @@ from typing import Any
 
 __all__ = ["write_bytes_atomic", "write_text_atomic", "write_json_atomic", "save_torch_atomic"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _fsync_dir(directory: Path) -> None:
     try:
@@ -37,6 +40,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes the file 0600; a results file is as readable as any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
