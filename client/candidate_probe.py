@@ -25,8 +25,10 @@ class CandidateProbe:
     """Per-layer LCB over the received candidate leaves, in sketch space; sums ξ per (layer, leaf)."""
 
     def __init__(self, candidates: dict[int, dict[str, torch.Tensor]], sketcher: LayerSketcher, dims: list[int],
-                 c: float = 2.0, vectors: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None) -> None:
+                 c: float = 2.0, vectors: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+                 mine: list[torch.Tensor] | None = None) -> None:
         self.candidates = candidates
+        self.mine = mine  # this task's own released sketch, when leaves are placed by a shared-probe signature
         self.vectors = vectors or (lambda grads: grads)  # what a step compares: the signature's step vectors
         self.sketcher = sketcher
         self.dims = dims
@@ -54,7 +56,10 @@ class CandidateProbe:
                 if lcb < best:
                     best, best_key = lcb, leaf
             assert best_key is not None
-            mine = self.sketcher.layer(layer).apply(vectors[layer].detach().float().cpu())
+            if self.mine is not None:
+                mine = self.mine[layer]
+            else:
+                mine = self.sketcher.layer(layer).apply(vectors[layer].detach().float().cpu())
             xi = float(self.sketcher.distance(layer, mine, cands[best_key])) / self.dims[layer]
             self.sums[(layer, best_key)] = self.sums.get((layer, best_key), 0.0) + xi
             self.counts[(layer, best_key)] = self.counts.get((layer, best_key), 0) + 1

@@ -35,6 +35,7 @@ from protos.wire import (
     parse_assignment,
     serialize,
     share_name,
+    shared_parts,
     sketch_name,
     validate_assignment,
     warm_name,
@@ -118,21 +119,25 @@ class ClientNode:
         self._enter_task(learner, pos, assignment, tensors)
         for la in assignment.layers:
             if la.shared:
-                learner.lora.load_layer_state(la.layer, {p: tensors[share_name(la.layer, p)] for p in ("A", "B")})
+                learner.lora.load_layer_state(la.layer, {p: tensors[share_name(la.layer, p)] for p in shared_parts(la)})
 
         sketcher = self._sketcher(learner.signature.dims())
         start = [v.cpu() for v in layer_vectors(learner.lora)]
         candidates = {
             la.layer: {leaf: tensors[cand_name(leaf, la.layer)] for leaf in la.candidates} for la in assignment.layers
         }
+        outbox = Outbox(self.fed, sketcher)
+        shared_probe = self._task_probe(learner, state, pos) if self.fed.tree_signature != "live" else None
         probe = CandidateProbe(candidates, sketcher, learner.signature.dims(), c=self.fed.lcb_c,
-                               vectors=learner.signature.step_vectors)
+                               vectors=learner.signature.step_vectors, mine=shared_probe)
         steps = max(1, int(assignment.local_steps) or self.fed.local_steps)
         losses, train_s = self._train_steps(learner, pos, rnd, steps, probe)
 
-        outbox = Outbox(self.fed, sketcher)
         outbox.add_adapter(learner.lora, start)
-        outbox.add_sketch(learner.signature.value())
+        if shared_probe is None:
+            outbox.add_sketch(learner.signature.value())
+        else:
+            outbox.add_released(shared_probe)
         metrics: dict[str, float] = {
             "train_s": train_s,
             "loss": float(np.mean(losses)),
@@ -140,7 +145,10 @@ class ClientNode:
         }
         if last_round_of_task:
             learner.end_task()
-            outbox.add_final(learner.tree.entries[local_key(pos)].signature)
+            if shared_probe is None:
+                outbox.add_final(learner.tree.entries[local_key(pos)].signature)
+            else:
+                outbox.add_released(shared_probe, final=True)
             row = {self.task_key(i): learner.evaluate(self._task(i), key=local_key(i)) for i in range(pos + 1)}
             state["eval_rows"].append(row)
             metrics.update({f"acc/{k}": v for k, v in row.items()})
@@ -199,6 +207,25 @@ class ClientNode:
         learner.on_step = None
         return losses, time.perf_counter() - t0
 
+    def _shared_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
+        """Task ``pos``'s shared-probe signature over this client's shard (the same before and after training: it is
+        taken at the shared reference adapter and head, not at the live one)."""
+        task = self._task(pos)
+        return learner.probe_signature(self._shard(task.train, self.schedule.tasks[pos]), task.classes,
+                                       batches=self.fed.probe_batches, kind=self.fed.tree_signature, seed=self.fed.seed)
+
+    def _release_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
+        """Task ``pos``'s shared-probe signature, released (DP when on) and sketched at the LoRA's layer widths."""
+        return Outbox(self.fed, self._sketcher(learner.lora.layer_dims())).release(self._shared_probe(learner, pos))
+
+    def _task_probe(self, learner: ContinualLearner, state: dict[str, Any], pos: int) -> list[torch.Tensor]:
+        """The released sketch of task ``pos``'s shared-probe signature: released (DP) once per task, when the task
+        first trains, kept in the client's state and sent again with every report of the task."""
+        cached = state.get("shared_probe")
+        if cached is None or cached["task"] != pos:
+            cached = state["shared_probe"] = {"task": pos, "sketch": self._release_probe(learner, pos)}
+        return cached["sketch"]
+
     # ------------------------------------------------------------------ query and evaluate
     def probe(self, control: bytes) -> Reply:
         """``query`` action: the sketch of the upcoming task's gradient at the live adapter (one batch), so the
@@ -210,6 +237,8 @@ class ClientNode:
         if position is None:
             return self._done(int(assignment.round))
         pos, _ = position
+        if self.fed.tree_signature != "live":
+            return self._shared_probe_reply(learner, state, assignment, pos)
         task = self._task(pos)
         train = self._shard(task.train, self.schedule.tasks[pos])
         batch = next(iterate_batches(learner.encode(train), self.fed.batch_size, shuffle=True, seed=pos))
@@ -220,10 +249,8 @@ class ClientNode:
         learner.model.loss(batch, classes).backward()
         vectors = learner.signature.probe_vectors(learner.lora.grad_vectors())
         learner.optimizer.zero_grad(set_to_none=True)
-        sketcher = self._sketcher(learner.signature.dims())
-        arrays_out, manifest = encode_tensors(
-            {sketch_name(l): s for l, s in enumerate(sketcher.sketch(vectors))}, "float32"
-        )
+        sketches = Outbox(self.fed, self._sketcher(learner.signature.dims())).release(vectors)  # DP when on
+        arrays_out, manifest = encode_tensors({sketch_name(l): s for l, s in enumerate(sketches)}, "float32")
         report = make_report(
             round=assignment.round,
             client_id=self.node.client_id,
@@ -233,6 +260,17 @@ class ClientNode:
             manifest=manifest,
             metrics={"probe": 1.0, "last_round": float(state["last_round"])},
         )
+        return serialize(report), arrays_out
+
+    def _shared_probe_reply(self, learner: ContinualLearner, state: dict[str, Any], assignment: pb.Assignment,
+                            pos: int) -> Reply:
+        """The query reply when leaves are placed by a shared-probe signature: the new task's probe, released."""
+        sketches = self._release_probe(learner, pos)
+        arrays_out, manifest = encode_tensors({sketch_name(l): s for l, s in enumerate(sketches)}, "float32")
+        shard = len(self._shard(self._task(pos).train, self.schedule.tasks[pos]))
+        report = make_report(round=assignment.round, client_id=self.node.client_id, task_key=self.task_key(pos),
+                             task_index=pos, num_examples=min(shard, self.fed.probe_batches * self.fed.batch_size),
+                             manifest=manifest, metrics={"probe": 1.0, "last_round": float(state["last_round"])})
         return serialize(report), arrays_out
 
     def evaluate(self, control: bytes) -> bytes:

@@ -62,8 +62,20 @@ class Outbox:
             return
         for layer in range(lora.num_layers):
             a, b = lora.params(layer)
-            self.tensors[adapter_name(layer, "A")] = live[layer][: a.numel()].view_as(a).cpu()
-            self.tensors[adapter_name(layer, "B")] = live[layer][a.numel():].view_as(b).cpu()
+            parts = {"A": live[layer][: a.numel()].view_as(a), "B": live[layer][a.numel():].view_as(b)}
+            for part in self.method.sent_parts:
+                self.tensors[adapter_name(layer, part)] = parts[part].cpu()
+
+    def release(self, signature: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A signature as it may leave the node: clipped and noised when DP is on, then sketched."""
+        return self._released_sketch(signature)
+
+    def add_released(self, sketches: list[torch.Tensor], *, final: bool = False) -> None:
+        """Sketches released earlier (a task's shared-probe signature is released once and sent again, which costs
+        no privacy: post-processing of one release)."""
+        if self.method.sends_sketches:
+            for layer, s in enumerate(sketches):
+                self.tensors[(final_name if final else sketch_name)(layer)] = s
 
     def _released_sketch(self, signature: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.fed.dp_noise > 0:

@@ -162,17 +162,20 @@ def _check_magnitudes(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def expected_report_tensors(*, num_layers: int, adapter_shapes: Shapes, sketch_dim: int, task_finished: bool,
-                            with_sketches: bool = True, with_adapters: bool = True) -> dict[str, tuple[int, ...]]:
-    """The exact tensors a ClientReport carries: adapter.<l>.A/B (``with_adapters``), sketch.<l> and, when its
-    task finished, final.<l> (``with_sketches``); none at all for a counts-only method."""
+                            with_sketches: bool = True, with_adapters: bool = True,
+                            adapter_parts: tuple[str, ...] = ("A", "B")) -> dict[str, tuple[int, ...]]:
+    """The exact tensors a ClientReport carries: adapter.<l>.<part> for ``adapter_parts`` (``with_adapters``;
+    FedSA-LoRA sends A only, FFA-LoRA B only), sketch.<l> and, when its task finished, final.<l>
+    (``with_sketches``); none at all for a counts-only method."""
     if not (with_adapters or with_sketches):
         return {}
     shapes = _check_config(num_layers, adapter_shapes, sketch_dim)
     out: dict[str, tuple[int, ...]] = {}
     for l, (a, b) in enumerate(shapes):
         if with_adapters:
-            out[adapter_name(l, "A")] = a
-            out[adapter_name(l, "B")] = b
+            for part, shape in (("A", a), ("B", b)):
+                if part in adapter_parts:
+                    out[adapter_name(l, part)] = shape
         if with_sketches:
             out[sketch_name(l)] = (sketch_dim,)
         if with_sketches and task_finished:
@@ -184,7 +187,8 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
                     adapter_shapes: Shapes, sketch_dim: int, known_leaves: Any,
                     expected_round: int | None = None, expected_client: str | None = None,
                     max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, with_sketches: bool = True,
-                    with_adapters: bool = True, expect: ReportExpectation | None = None) -> dict[str, torch.Tensor]:
+                    with_adapters: bool = True, adapter_parts: tuple[str, ...] = ("A", "B"),
+                    expect: ReportExpectation | None = None) -> dict[str, torch.Tensor]:
     """Check a ``train`` ClientReport (message or bytes) and its arrays; return the decoded float32 tensors.
 
     Checks, in order: version; round (``bad-round``) and client (``bad-identity``) against ``expect`` (or the
@@ -219,11 +223,11 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
                             f"{expect.batch_size}")
     _in_range(report.loss, 0.0, MAX_LOSS, "report loss")
     _check_metrics(report, expect)
-    dims = [] if counts_only else [math.prod(a) + math.prod(b) for a, b in adapter_shapes]
+    dims = [] if counts_only else [max(math.prod(a) + math.prod(b), 1) for a, b in adapter_shapes]
     _check_pulls(report, num_layers, dims, known_leaves, expect)
     expected = expected_report_tensors(num_layers=num_layers, adapter_shapes=adapter_shapes, sketch_dim=sketch_dim,
                                        task_finished=report.task_finished, with_sketches=with_sketches,
-                                       with_adapters=with_adapters)
+                                       with_adapters=with_adapters, adapter_parts=adapter_parts)
     tensors = validate_tensors(arrays, report.manifest, expected=expected, max_bytes=max_bytes)
     _check_magnitudes(tensors)
     return tensors

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12treelora_fed.proto\x12\x0ftreelora.fed.v1\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"M\n\nSketchSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07out_dim\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nlayer_dims\x18\x04 \x03(\r\"l\n\x0fLayerAssignment\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x12\n\ngroup_node\x18\x03 \x01(\t\x12\x12\n\ngroup_size\x18\x04 \x01(\r\x12\x0e\n\x06shared\x18\x05 \x01(\x08\"\xaf\x02\n\nAssignment\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x13\n\x0blocal_steps\x18\x05 \x01(\r\x12\x0b\n\x03lam\x18\x06 \x01(\x02\x12+\n\x06sketch\x18\x07 \x01(\x0b\x32\x1b.treelora.fed.v1.SketchSpec\x12\x30\n\x06layers\x18\x08 \x03(\x0b\x32 .treelora.fed.v1.LayerAssignment\x12\x17\n\x0fwarm_start_leaf\x18\t \x01(\t\x12-\n\x08manifest\x18\n \x03(\x0b\x32\x1b.treelora.fed.v1.TensorInfo\x12\x15\n\revaluate_only\x18\x0b \x01(\x08\"B\n\x04Pull\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04leaf\x18\x02 \x01(\t\x12\x0e\n\x06xi_sum\x18\x03 \x01(\x01\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"\x83\x03\n\x0c\x43lientReport\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x10\n\x08task_key\x18\x05 \x01(\t\x12\x12\n\ntask_index\x18\x06 \x01(\r\x12\x15\n\rtask_finished\x18\x07 \x01(\x08\x12\x14\n\x0cnum_examples\x18\x08 \x01(\x04\x12\r\n\x05steps\x18\t \x01(\r\x12\x0c\n\x04loss\x18\n \x01(\x01\x12$\n\x05pulls\x18\x0b \x03(\x0b\x32\x15.treelora.fed.v1.Pull\x12-\n\x08manifest\x18\x0c \x03(\x0b\x32\x1b.treelora.fed.v1.TensorInfo\x12;\n\x07metrics\x18\r \x03(\x0b\x32*.treelora.fed.v1.ClientReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"z\n\nEvalReport\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x11\n\ttask_keys\x18\x04 \x03(\t\x12\x12\n\naccuracies\x18\x05 \x03(\x01\x12\x12\n\ntasks_seen\x18\x06 \x01(\r\"~\n\nLeafRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08task_key\x18\x03 \x01(\t\x12\x12\n\ntask_index\x18\x04 \x01(\r\x12\x14\n\x0c\x61\x64\x61pter_file\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\"\x85\x02\n\nCheckpoint\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0c\n\x04tree\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62\x61ndit\x18\x05 \x01(\x0c\x12+\n\x06leaves\x18\x06 \x03(\x0b\x32\x1b.treelora.fed.v1.LeafRecord\x12\x37\n\x06\x63onfig\x18\x07 \x03(\x0b\x32\'.treelora.fed.v1.Checkpoint.ConfigEntry\x12\x14\n\x0c\x63reated_unix\x18\x08 \x01(\x01\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\nErrorReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12treelora_fed.proto\x12\x0ftreelora.fed.v1\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"M\n\nSketchSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07out_dim\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nlayer_dims\x18\x04 \x03(\r\"\x81\x01\n\x0fLayerAssignment\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x12\n\ngroup_node\x18\x03 \x01(\t\x12\x12\n\ngroup_size\x18\x04 \x01(\r\x12\x0e\n\x06shared\x18\x05 \x01(\x08\x12\x13\n\x0bshare_parts\x18\x06 \x03(\t\"\xaf\x02\n\nAssignment\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x13\n\x0blocal_steps\x18\x05 \x01(\r\x12\x0b\n\x03lam\x18\x06 \x01(\x02\x12+\n\x06sketch\x18\x07 \x01(\x0b\x32\x1b.treelora.fed.v1.SketchSpec\x12\x30\n\x06layers\x18\x08 \x03(\x0b\x32 .treelora.fed.v1.LayerAssignment\x12\x17\n\x0fwarm_start_leaf\x18\t \x01(\t\x12-\n\x08manifest\x18\n \x03(\x0b\x32\x1b.treelora.fed.v1.TensorInfo\x12\x15\n\revaluate_only\x18\x0b \x01(\x08\"B\n\x04Pull\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04leaf\x18\x02 \x01(\t\x12\x0e\n\x06xi_sum\x18\x03 \x01(\x01\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"\x83\x03\n\x0c\x43lientReport\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x10\n\x08task_key\x18\x05 \x01(\t\x12\x12\n\ntask_index\x18\x06 \x01(\r\x12\x15\n\rtask_finished\x18\x07 \x01(\x08\x12\x14\n\x0cnum_examples\x18\x08 \x01(\x04\x12\r\n\x05steps\x18\t \x01(\r\x12\x0c\n\x04loss\x18\n \x01(\x01\x12$\n\x05pulls\x18\x0b \x03(\x0b\x32\x15.treelora.fed.v1.Pull\x12-\n\x08manifest\x18\x0c \x03(\x0b\x32\x1b.treelora.fed.v1.TensorInfo\x12;\n\x07metrics\x18\r \x03(\x0b\x32*.treelora.fed.v1.ClientReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"z\n\nEvalReport\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x11\n\ttask_keys\x18\x04 \x03(\t\x12\x12\n\naccuracies\x18\x05 \x03(\x01\x12\x12\n\ntasks_seen\x18\x06 \x01(\r\"~\n\nLeafRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08task_key\x18\x03 \x01(\t\x12\x12\n\ntask_index\x18\x04 \x01(\r\x12\x14\n\x0c\x61\x64\x61pter_file\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\"\x85\x02\n\nCheckpoint\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0c\n\x04tree\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62\x61ndit\x18\x05 \x01(\x0c\x12+\n\x06leaves\x18\x06 \x03(\x0b\x32\x1b.treelora.fed.v1.LeafRecord\x12\x37\n\x06\x63onfig\x18\x07 \x03(\x0b\x32\'.treelora.fed.v1.Checkpoint.ConfigEntry\x12\x14\n\x0c\x63reated_unix\x18\x08 \x01(\x01\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\nErrorReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +39,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORINFO']._serialized_end=95
   _globals['_SKETCHSPEC']._serialized_start=97
   _globals['_SKETCHSPEC']._serialized_end=174
-  _globals['_LAYERASSIGNMENT']._serialized_start=176
-  _globals['_LAYERASSIGNMENT']._serialized_end=284
-  _globals['_ASSIGNMENT']._serialized_start=287
-  _globals['_ASSIGNMENT']._serialized_end=590
-  _globals['_PULL']._serialized_start=592
-  _globals['_PULL']._serialized_end=658
-  _globals['_CLIENTREPORT']._serialized_start=661
-  _globals['_CLIENTREPORT']._serialized_end=1048
-  _globals['_CLIENTREPORT_METRICSENTRY']._serialized_start=1002
-  _globals['_CLIENTREPORT_METRICSENTRY']._serialized_end=1048
-  _globals['_EVALREPORT']._serialized_start=1050
-  _globals['_EVALREPORT']._serialized_end=1172
-  _globals['_LEAFRECORD']._serialized_start=1174
-  _globals['_LEAFRECORD']._serialized_end=1300
-  _globals['_CHECKPOINT']._serialized_start=1303
-  _globals['_CHECKPOINT']._serialized_end=1564
-  _globals['_CHECKPOINT_CONFIGENTRY']._serialized_start=1519
-  _globals['_CHECKPOINT_CONFIGENTRY']._serialized_end=1564
-  _globals['_ERRORREPLY']._serialized_start=1566
-  _globals['_ERRORREPLY']._serialized_end=1625
+  _globals['_LAYERASSIGNMENT']._serialized_start=177
+  _globals['_LAYERASSIGNMENT']._serialized_end=306
+  _globals['_ASSIGNMENT']._serialized_start=309
+  _globals['_ASSIGNMENT']._serialized_end=612
+  _globals['_PULL']._serialized_start=614
+  _globals['_PULL']._serialized_end=680
+  _globals['_CLIENTREPORT']._serialized_start=683
+  _globals['_CLIENTREPORT']._serialized_end=1070
+  _globals['_CLIENTREPORT_METRICSENTRY']._serialized_start=1024
+  _globals['_CLIENTREPORT_METRICSENTRY']._serialized_end=1070
+  _globals['_EVALREPORT']._serialized_start=1072
+  _globals['_EVALREPORT']._serialized_end=1194
+  _globals['_LEAFRECORD']._serialized_start=1196
+  _globals['_LEAFRECORD']._serialized_end=1322
+  _globals['_CHECKPOINT']._serialized_start=1325
+  _globals['_CHECKPOINT']._serialized_end=1586
+  _globals['_CHECKPOINT_CONFIGENTRY']._serialized_start=1541
+  _globals['_CHECKPOINT_CONFIGENTRY']._serialized_end=1586
+  _globals['_ERRORREPLY']._serialized_start=1588
+  _globals['_ERRORREPLY']._serialized_end=1647
 # @@protoc_insertion_point(module_scope)

@@ -29,18 +29,20 @@ class SketchSpec(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., out_dim: _Optional[int] = ..., seed: _Optional[int] = ..., layer_dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LayerAssignment(_message.Message):
-    __slots__ = ("layer", "candidates", "group_node", "group_size", "shared")
+    __slots__ = ("layer", "candidates", "group_node", "group_size", "shared", "share_parts")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     GROUP_NODE_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
+    SHARE_PARTS_FIELD_NUMBER: _ClassVar[int]
     layer: int
     candidates: _containers.RepeatedScalarFieldContainer[str]
     group_node: str
     group_size: int
     shared: bool
-    def __init__(self, layer: _Optional[int] = ..., candidates: _Optional[_Iterable[str]] = ..., group_node: _Optional[str] = ..., group_size: _Optional[int] = ..., shared: _Optional[bool] = ...) -> None: ...
+    share_parts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, layer: _Optional[int] = ..., candidates: _Optional[_Iterable[str]] = ..., group_node: _Optional[str] = ..., group_size: _Optional[int] = ..., shared: _Optional[bool] = ..., share_parts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("version", "round", "run_id", "client_id", "local_steps", "lam", "sketch", "layers", "warm_start_leaf", "manifest", "evaluate_only")

@@ -37,6 +37,7 @@ from protos.names import (
 from protos.sketch_spec import SKETCH_KINDS, check_sketch_kind
 
 __all__ = [
+    "shared_parts",
     "expected_assignment_tensors",
     "validate_assignment",
 ]
@@ -75,6 +76,11 @@ def _as_message(msg: Any, cls: type, what: str, parse: Any) -> Any:
 # Assignment (client side)
 
 
+def shared_parts(la: pb.LayerAssignment) -> tuple[str, ...]:
+    """The adapter parts a shared layer carries: its ``share_parts``, or both when the list is empty."""
+    return tuple(la.share_parts) or ("A", "B")
+
+
 def expected_assignment_tensors(assignment: pb.Assignment, *, adapter_shapes: Shapes, sketch_dim: int,
                                 head_shapes: tuple[tuple, tuple] | None = None) -> dict[str, tuple | None]:
     """The tensors an Assignment carries (``None`` shape: not checked, for the head without head_shapes):
@@ -87,7 +93,9 @@ def expected_assignment_tensors(assignment: pb.Assignment, *, adapter_shapes: Sh
         for leaf in la.candidates:
             out[cand_name(leaf, la.layer)] = (sketch_dim,)
         if la.shared:
-            out[share_name(la.layer, "A")], out[share_name(la.layer, "B")] = shapes[la.layer]
+            for part, shape in zip(("A", "B"), shapes[la.layer]):
+                if part in shared_parts(la):
+                    out[share_name(la.layer, part)] = shape
     if assignment.warm_start_leaf:
         for l, (a, b) in enumerate(shapes):
             out[warm_name(l, "A")], out[warm_name(l, "B")] = a, b
@@ -167,6 +175,10 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
         layers_seen.add(la.layer)
         if not all(la.candidates) or len(set(la.candidates)) != len(la.candidates):
             raise ProtocolError("bad-value", f"layer {la.layer}: candidates must be non-empty, distinct leaf keys")
+        parts = list(la.share_parts)
+        if parts and (not la.shared or len(set(parts)) != len(parts) or not set(parts) <= {"A", "B"}):
+            raise ProtocolError("bad-value", f"layer {la.layer}: share_parts {parts} must be distinct A/B of a shared "
+                                f"layer")
     if spec.out_dim:
         kind = spec.kind if sketch_kind is None else sketch_kind
         seed = spec.seed if sketch_seed is None else sketch_seed

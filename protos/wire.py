@@ -86,7 +86,7 @@ from protos.report_validation import (
     validate_report,
 )
 from protos.sketch_spec import SKETCH_KINDS, SKETCH_SPEC_VERSION, sketch_spec_from_dict, sketch_spec_to_dict
-from protos.validation import expected_assignment_tensors, validate_assignment
+from protos.validation import expected_assignment_tensors, shared_parts, validate_assignment
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -128,6 +128,7 @@ __all__ = [
     "MAX_ADAPTER_ABS",
     "MAX_SKETCH_ABS",
     "validate_assignment",
+    "shared_parts",
     "expected_report_tensors",
     "expected_assignment_tensors",
     # builders

@@ -42,7 +42,8 @@ def write_checkpoint(state: GlobalState) -> Path:
         "num_layers": state.num_layers, "adapter_shapes": state.adapter_shapes,
         "clients": {c: asdict(i) for c, i in state.clients.items()},
         "acc_rows": state.acc_rows, "history": state.history, "errors": state.errors,
-        "model_bytes": state.model_bytes, "privacy": state.privacy.state_dict(),
+        "evaluations": state.evaluations,
+        "model_bytes": state.model_bytes, "privacy": state.privacy.state_dict(), "audit": state.audit.state(),
     }
     msg = make_checkpoint(
         round=state.round, run_id=state.run_id, tree=buf.getvalue(), bandit=json.dumps(meta).encode(),
@@ -77,6 +78,8 @@ def read_checkpoint(cls: type[GlobalState], fed: FedSettings, out_dir: str | Pat
     state.shares = blob["shares"]
     state.clients = {c: ClientInfo(**i) for c, i in meta["clients"].items()}
     state.acc_rows, state.history, state.errors = meta["acc_rows"], meta["history"], meta["errors"]
+    state.evaluations = meta.get("evaluations", [])
     state.model_bytes = meta["model_bytes"]
     state.privacy.load_state_dict(meta.get("privacy", {}))
+    state.audit.load(meta.get("audit", {}))
     return state

@@ -27,6 +27,7 @@ from treelora.fed.settings import FedSettings
 
 from .checkpoint import CHECKPOINT
 from .state import GlobalState
+from .tree_audit import load_truth
 
 log = logging.getLogger("treelora.server")
 
@@ -72,6 +73,8 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
     node_ids = sorted(grid.get_node_ids())
     if not node_ids:
         raise RuntimeError("no client nodes are connected")
+    if not state.audit.truth:  # ground truth for the tree-quality figures: from the scenario, not from clients
+        state.audit.truth = load_truth(fed, len(node_ids))
     timeout = fed.timeout_s or None
     total = state.max_rounds()
     bar = tqdm(total=total, initial=state.round, desc=f"federation ({fed.method})", unit="round", disable=not progress)
@@ -149,13 +152,15 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
         bar.update(1)
         bar.set_postfix(leaves=rec.leaves, rejected=rec.rejected)
         if fed.eval_every and rnd % fed.eval_every == 0 and rnd < total:
-            evaluate(grid, state, node_ids, timeout)
+            state.evaluations.append(evaluate(grid, state, node_ids, timeout))
         if state.clients and all(i.done for i in state.clients.values()):
             break
     bar.close()
     final_eval = evaluate(grid, state, node_ids, timeout)
+    state.evaluations.append(final_eval)
     results = state.results()
     results["final_evaluation"] = final_eval
+    results["evaluations"] = state.evaluations  # every eval-every round's scores, the final one last
     return results
 
 
@@ -168,7 +173,8 @@ def _save_tree_snapshot(state: GlobalState, rnd: int) -> None:
 
     path = state.out_dir / "trees" / f"round_{rnd:03d}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_tree_text(tree) + "\n")
+    labels = {k: f"{v[0]} ({k})" for k, v in state.audit.truth.items()}  # the leaf's stream task beside its key
+    path.write_text(render_tree_text(tree, labels) + "\n")
 
 
 def evaluate(grid: Grid, state: GlobalState, node_ids: Iterable[int], timeout: float | None) -> dict[str, Any]:

@@ -59,6 +59,7 @@ def build_results(state: GlobalState) -> dict[str, Any]:
         vals = [c["metrics"][m] for c in per_client.values() if m in c["metrics"]]
         if vals:
             global_metrics[m] = mean_std(vals)
+    strategy = state.strategy.results()
     up = sum(h["bytes_up"] for h in state.history)
     down = sum(h["bytes_down"] for h in state.history)
     client_rounds = sum(h["replies"] for h in state.history) or 1
@@ -77,5 +78,7 @@ def build_results(state: GlobalState) -> dict[str, Any]:
         "history": state.history,
         "errors": state.errors,
         "privacy": state.privacy.report(),
-        **state.strategy.results(),
+        **strategy,
+        "leaf_tasks": state.audit.leaf_tasks(strategy["leaves"]),
+        "tree_quality": state.audit.summary(getattr(state.strategy, "tree", None)),
     }

@@ -41,6 +41,7 @@ from .admission import check_done, check_identity, check_progress
 from .aggregation import Adapter, average_groups
 from .privacy import ClientPrivacy
 from .strategies import Strategy, make_strategy
+from .tree_audit import TreeAudit
 
 log = logging.getLogger("treelora.server")
 
@@ -77,11 +78,13 @@ class GlobalState:
         self.round_adapters: dict[str, tuple[Adapter, int]] = {}  # this round's reports, averaged at its end
         self.acc_rows: dict[str, list[dict[str, float]]] = {}
         self.history: list[dict[str, Any]] = []
+        self.evaluations: list[dict[str, Any]] = []  # the evaluate rounds' scores (eval-every, and the final one)
         self.errors: list[dict[str, Any]] = []
         self.model_bytes = 0
         self.privacy = ClientPrivacy(fed)
         self.strategy: Strategy = make_strategy(fed, self.out_dir)
         self.offered: dict[str, tuple[int, dict[int, frozenset[str]]]] = {}  # client -> (round, layer -> leaves)
+        self.audit = TreeAudit(fed)  # ground truth and the tree-guided choices, for the tree-quality figures
 
     def max_rounds(self) -> int:
         return self.fed.max_rounds()
@@ -90,7 +93,7 @@ class GlobalState:
     def assignment(self, client: str, rnd: int) -> tuple[pb.Assignment, dict[str, np.ndarray]]:
         """The ``train`` message for one client: the strategy's candidates and warm start, its shared layers."""
         info = self.clients.get(client)
-        layers, tensors, warm_leaf = self.strategy.configure_train(self, client, info)
+        layers, tensors, warm_leaf = self.strategy.configure_train(self, client, info, rnd)
         self.offered[client] = (rnd, {la.layer: frozenset(la.candidates) for la in layers if la.candidates})
         by_layer = {la.layer: la for la in layers}
         for layer, ab in sorted(self.shares.get(client, {}).items()):
@@ -100,7 +103,10 @@ class GlobalState:
                 layers.append(la)
                 by_layer[layer] = la
             la.shared = True
-            tensors[share_name(layer, "A")], tensors[share_name(layer, "B")] = ab["A"], ab["B"]
+            if set(ab) != {"A", "B"}:
+                la.share_parts.extend(p for p in ("A", "B") if p in ab)
+            for part, t in sorted(ab.items()):
+                tensors[share_name(layer, part)] = t
         if warm_leaf:
             tensors.update(self.strategy.warm_tensors(warm_leaf, self.num_layers))
         arrays, manifest = encode_tensors(
@@ -128,16 +134,19 @@ class GlobalState:
 
     # ------------------------------------------------------------------ incoming
     def _shapes_of(self, report: pb.ClientReport) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-        """Per-layer (A, B) shapes declared by a report's manifest (trust on first use: learned, once it is valid)."""
+        """Per-layer (A, B) shapes declared by a report's manifest (trust on first use: learned, once it is valid);
+        a part the method does not send has the empty shape ``()``."""
+        sent = self.fed.fed_method.sent_parts
         shapes: dict[int, dict[str, tuple[int, ...]]] = {}
         for info in report.manifest:
             parts = info.name.split(".")
             if len(parts) == 3 and parts[0] == "adapter" and parts[1].isdigit() and parts[2] in ("A", "B"):
                 shapes.setdefault(int(parts[1]), {})[parts[2]] = tuple(int(d) for d in info.shape)
         n = len(shapes)
-        if n == 0 or sorted(shapes) != list(range(n)) or any(len(v) != 2 for v in shapes.values()):
-            raise ProtocolError("missing-tensor", "first report must carry adapter.<l>.A/B for every layer")
-        return [(shapes[l]["A"], shapes[l]["B"]) for l in range(n)]
+        if n == 0 or sorted(shapes) != list(range(n)) or any(set(v) != set(sent) for v in shapes.values()):
+            raise ProtocolError("missing-tensor", f"first report must carry adapter.<l>.{'/'.join(sent)} for every "
+                                f"layer")
+        return [(shapes[l].get("A", ()), shapes[l].get("B", ())) for l in range(n)]
 
     def ingest(self, client_hint: str | None, node_id: int, rnd: int, control: bytes,
                arrays: dict[str, np.ndarray], *, live_nodes: Collection[int] | None = None) -> pb.ClientReport:
@@ -165,21 +174,29 @@ class GlobalState:
         tensors = validate_report(
             report, arrays, num_layers=len(adapter_shapes), adapter_shapes=adapter_shapes,
             sketch_dim=self.fed.sketch_dim, known_leaves=known, with_sketches=method.sends_sketches,
-            with_adapters=method.sends_adapters, expect=expect,
+            with_adapters=method.sends_adapters, adapter_parts=method.sent_parts, expect=expect,
         )
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
         # --- everything validated: apply
+        new_task = info is None or info.task_index != int(report.task_index)
         info = self._record_progress(report, self._bind(report.client_id, node_id, info), rnd)
         if not method.sends_adapters:
             return report
         self.num_layers, self.adapter_shapes = len(adapter_shapes), adapter_shapes
         self.strategy.ingest_train(self, report, tensors, info)
-        sketches = (1 + int(report.task_finished)) if method.sends_sketches else 0
+        sketches = self._sketch_releases(report, new_task) if method.sends_sketches else 0
         self.privacy.record(report.client_id, sketches=sketches, adapters=1)
-        adapter = {l: {p: tensors[adapter_name(l, p)] for p in ("A", "B")} for l in range(self.num_layers)}
+        adapter = {l: {p: tensors[adapter_name(l, p)] for p in method.sent_parts} for l in range(self.num_layers)}
         self.round_adapters[report.client_id] = (adapter, int(report.num_examples))
         return report
+
+    def _sketch_releases(self, report: pb.ClientReport, new_task: bool) -> int:
+        """Sketch releases a report makes: the running signature every round and the final one at a task's end;
+        a shared-probe signature once per task (its later copies are post-processing of that release)."""
+        if self.fed.tree_signature == "live":
+            return 1 + int(report.task_finished)
+        return int(new_task)
 
     def _expectation(self, report: pb.ClientReport, rnd: int) -> ReportExpectation:
         """What a report of ``report.client_id`` in ``rnd`` must agree with: what the server sent it and knows."""
@@ -227,7 +244,8 @@ class GlobalState:
         self.shares = {}
         if not adapters or not self.num_layers:
             return 0
-        self.shares = average_groups(adapters, self.strategy.aggregate_train(self, adapters))
+        self.shares = average_groups(adapters, self.strategy.aggregate_train(self, adapters),
+                                     parts=self.strategy.share_parts)
         return sum(len(s) for s in self.shares.values())
 
     # ------------------------------------------------------------------ checkpoint and results

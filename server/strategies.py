@@ -57,13 +57,14 @@ class Strategy:
     """Base: no tree, no candidates, no warm start; evaluation asks every client for its scores."""
 
     name: ClassVar[str] = ""
+    share_parts: ClassVar[tuple[str, ...]] = ("A", "B")  # the adapter matrices averaged within a group
 
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         self.fed = fed
         self.method: type[FedMethod] = fed_method(self.name)
 
     # ------------------------------------------------------------------ train
-    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None
+    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None, rnd: int
                         ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
         """This client's per-layer candidates, their tensors and a warm-start leaf (with its tensors)."""
         return [], {}, ""
@@ -93,13 +94,19 @@ class Strategy:
         """Per layer (0, 1, ...), the id of the group the client's layer is averaged in; shorter = personal."""
         return []
 
-    def aggregate_train(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]
-                        ) -> dict[tuple[int, str], list[str]]:
-        """The averaging groups of this round's adapters: (layer, group id) → clients."""
+    def groups(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]) -> dict[tuple[int, str], list[str]]:
+        """(layer, group id) → clients, from each client's :meth:`group_ids`."""
         groups: dict[tuple[int, str], list[str]] = {}
         for client in adapters:
             for layer, gid in enumerate(self.group_ids(state, client)[: state.num_layers]):
                 groups.setdefault((layer, gid), []).append(client)
+        return groups
+
+    def aggregate_train(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]
+                        ) -> dict[tuple[int, str], list[str]]:
+        """The averaging groups of this round's adapters (recorded for the tree-quality figures)."""
+        groups = self.groups(state, adapters)
+        state.audit.record_groups(state.round + 1, groups)
         return groups
 
     # ------------------------------------------------------------------ evaluate
@@ -147,7 +154,7 @@ class TreeLoRAFed(Strategy):
             self.bandits[client] = TreeLCBBandit(self.index.ensure(num_layers), c=self.fed.lcb_c, seed=self.fed.seed)
         return self.bandits[client]
 
-    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None
+    def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None, rnd: int
                         ) -> tuple[list[pb.LayerAssignment], dict[str, torch.Tensor], str]:
         layers: list[pb.LayerAssignment] = []
         tensors: dict[str, torch.Tensor] = {}
@@ -169,6 +176,7 @@ class TreeLoRAFed(Strategy):
                 node = path[min(layer, len(path) - 1)] if path else None
                 layers.append(pb.LayerAssignment(layer=layer, candidates=chosen, group_node=node.path if node else "",
                                                  group_size=len(node.keys) if node else 0))
+            state.audit.record_candidates(client, rnd, [list(la.candidates) for la in layers], tree.entries)
         warm_leaf = self.warm.pop(client, "") if info is not None and info.finished_last else ""
         return layers, tensors, warm_leaf
 
@@ -187,7 +195,8 @@ class TreeLoRAFed(Strategy):
         info = state.clients.get(client)
         if info is None or report.client_id != client:
             raise ProtocolError("bad-identity", f"probe from {report.client_id!r}, expected {client!r}")
-        expect = ReportExpectation(round=rnd, client_id=client, batch_size=self.fed.batch_size)
+        batch = self.fed.batch_size * (self.fed.probe_batches if self.fed.tree_signature != "live" else 1)
+        expect = ReportExpectation(round=rnd, client_id=client, batch_size=batch)
         if is_done_report(report):
             validate_done(report, arrays, expect=expect)
             return ""
@@ -195,10 +204,12 @@ class TreeLoRAFed(Strategy):
                                  expect=expect)
         if report.task_key != task_key(client, report.task_index) or report.task_index <= info.task_index:
             raise ProtocolError("bad-value", f"probe of task {report.task_key!r}: not {client!r}'s next task")
+        state.privacy.record(client, sketches=1, adapters=0)  # the probe is a release too
         if len(self.index) == 0:
             return ""
         best = self.index.nearest_leaf([tensors[sketch_name(l)] for l in range(state.num_layers)])
         self.warm[client] = best
+        state.audit.record_warm(client, report.task_key, best, self.index.keys())
         return best
 
     def known_leaves(self) -> set[str]:
@@ -218,7 +229,7 @@ class TreeLoRAFed(Strategy):
             self.leaves.write(report.task_key, report.client_id, int(report.task_index), int(report.num_examples),
                               adapter, final)
             self.index.add(report.task_key, final, weight=float(report.num_examples))
-            self.sketches.pop(report.client_id, None)
+            self.sketches[report.client_id] = final  # the client keeps its place (its leaf) until its next task
 
     def group_ids(self, state: GlobalState, client: str) -> list[str]:
         if not self.fed.share_layers:
@@ -252,6 +263,72 @@ class FedAvgLoRA(Strategy):
 
     def group_ids(self, state: GlobalState, client: str) -> list[str]:
         return ["*"] * state.num_layers
+
+
+@STRATEGY_REGISTRY.register("fedsa-lora")
+class FedSALoRA(Strategy):
+    """FedSA-LoRA: every layer's A averaged over every client; B stays personal."""
+
+    share_parts = ("A",)
+
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
+        return ["*"] * state.num_layers
+
+
+@STRATEGY_REGISTRY.register("ffa-lora")
+class FFALoRA(Strategy):
+    """FFA-LoRA: A frozen on every client at the shared seed; every layer's B averaged over every client."""
+
+    share_parts = ("B",)
+
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
+        return ["*"] * state.num_layers
+
+
+@STRATEGY_REGISTRY.register("clustered-fl")
+class ClusteredFL(Strategy):
+    """Clustered FL: each round the clients are split into ``clusters`` groups by k-means on the cosine of their
+    whole adapters (seeded, deterministic), and every layer is averaged within its group."""
+
+    def groups(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]) -> dict[tuple[int, str], list[str]]:
+        clients = sorted(adapters)
+        vecs = torch.stack([torch.cat([t.flatten() for ab in adapters[c][0].values() for t in ab.values()])
+                            for c in clients])
+        labels = cosine_kmeans(vecs, min(self.fed.clusters, len(clients)), seed=self.fed.seed + state.round)
+        return {(layer, f"k{k}"): [c for c, lab in zip(clients, labels) if lab == k]
+                for layer in range(state.num_layers) for k in sorted(set(labels))}
+
+
+@STRATEGY_REGISTRY.register("oracle-sharing")
+class OracleSharing(Strategy):
+    """The sharing upper bound: every layer averaged among the clients whose current tasks are the same stream task
+    (from the scenario's ground truth, :mod:`server.tree_audit`)."""
+
+    def group_ids(self, state: GlobalState, client: str) -> list[str]:
+        task = state.audit.current_task(client, state.round + 1)
+        return [] if task is None else [task] * state.num_layers
+
+
+def cosine_kmeans(x: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -> list[int]:
+    """Cluster labels of the rows of ``x`` by k-means on the unit sphere (k-means++ start, seeded)."""
+    x = torch.nn.functional.normalize(x.double(), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    centres = [x[int(torch.randint(len(x), (1,), generator=g))]]
+    while len(centres) < k:
+        d = torch.stack([1 - x @ c for c in centres]).min(dim=0).values.clamp(min=0)
+        pick = int(torch.multinomial(d + 1e-12, 1, generator=g)) if float(d.sum()) > 0 else len(centres)
+        centres.append(x[pick])
+    c = torch.stack(centres)
+    labels = (x @ c.T).argmax(dim=1)
+    for _ in range(iterations):
+        new = torch.stack([torch.nn.functional.normalize(x[labels == j].sum(0), dim=0) if (labels == j).any()
+                           else c[j] for j in range(k)])
+        new_labels = (x @ new.T).argmax(dim=1)
+        c = new
+        if torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+    return [int(v) for v in labels]
 
 
 @STRATEGY_REGISTRY.register("local-only")

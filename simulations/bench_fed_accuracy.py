@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from datetime import date
 from pathlib import Path
@@ -48,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key of the preset (a TOML value or a bare string)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "fed_accuracy"))
+    p.add_argument("--reference", default="treelora", help="method every other is compared with, paired by seed")
+    p.add_argument("--results", default="", help="also write simulations/results/<NAME>.json (committed summaries)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave)")
     args = p.parse_args(argv)
-    preset = tomllib.loads((ROOT / "simulations" / f"{args.preset}.toml").read_text())
+    from simulations.bench_common import Machine
+
+    machine = Machine(threads=args.threads or None)
+    path = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "simulations" / f"{args.preset}.toml"
+    preset = tomllib.loads(path.read_text())
     try:
         preset.update(run_config_overrides(args.set))  # the same --set as simulations.run
     except ValueError as exc:
@@ -63,6 +69,54 @@ def main(argv: list[str] | None = None) -> int:
             m = res["metrics"]
             print(f"{method:12s} seed {seed}: ACC {100 * m['acc']['mean']:.2f}  BWT {100 * m['bwt']['mean']:.2f}  "
                   f"up {res['bytes_up_per_client_round'] / 1024:.1f} KiB  {res['wall_s']:.0f} s", flush=True)
+    return report(rows, args, argv, preset, machine.finish())
+
+
+TREE_FIGURES = ("clade_purity", "sibling_rate", "nn_purity", "top_levels_ari_family", "warm_start", "candidates",
+                "sharing_precision")
+
+
+def _rate(x: object) -> float | None:
+    """A figure's value: a rate dict's ``rate``, or the number itself."""
+    if isinstance(x, dict):
+        return x.get("rate", x.get("value"))
+    return x if isinstance(x, (int, float)) else None
+
+
+def _fmt(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    return f"{100 * float(np.mean(vals)):.0f}% ({' '.join(f'{100 * v:.0f}' for v in vals)})"
+
+
+def tree_figures(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float | None]]]:
+    """Per method, the tree-quality figures of each seed's run (results' ``tree_quality``) where it has them."""
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for method, rs in rows.items():
+        figs: dict[str, list[float | None]] = {k: [] for k in TREE_FIGURES}
+        for r in rs:
+            q = r.get("tree_quality") or {}
+            tree = q.get("tree") or {}
+            figs["clade_purity"].append(_rate(tree.get("clade_purity")))
+            figs["sibling_rate"].append(_rate(tree.get("sibling_rate")))
+            nn = tree.get("nn_purity") or {}
+            figs["nn_purity"].append(_rate(nn.get("overall", nn)) if nn else None)
+            figs["top_levels_ari_family"].append(tree.get("top_levels_ari_family"))
+            figs["warm_start"].append(_rate(q.get("warm_start")))
+            figs["candidates"].append(_rate((q.get("candidates") or {}).get("any")))
+            prec = [s["precision"] for s in (q.get("sharing") or {}).values() if s.get("precision") is not None]
+            figs["sharing_precision"].append(float(np.mean(prec)) if prec else None)
+        if any(v is not None for vs in figs.values() for v in vs):
+            out[method] = figs
+    return out
+
+
+def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str] | None, preset: dict,
+           machine: dict) -> int:
+    """Tables (mean ± sd, paired differences to the reference with 95% intervals), the oracle-gain share, JSON."""
+    from treelora.paired import markdown_paired, paired_table
+
     table = [
         "| method | ACC % | BWT % | forgetting % | KiB up / client-round | KiB down / client-round | wall s / run |",
         "|---|---|---|---|---|---|---|",
@@ -70,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for method, rs in rows.items():
 
-        def ms(key: str) -> tuple[float, float]:
+        def ms(key: str, rs: list[dict] = rs) -> tuple[float, float]:
             vals = [100 * r["metrics"][key]["mean"] for r in rs]
             return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
@@ -78,25 +132,56 @@ def main(argv: list[str] | None = None) -> int:
         up = float(np.mean([r["bytes_up_per_client_round"] for r in rs])) / 1024
         down = float(np.mean([r["bytes_down_per_client_round"] for r in rs])) / 1024
         wall = float(np.mean([r["wall_s"] for r in rs]))
-        summary[method] = {"acc": acc, "bwt": bwt, "forgetting": fgt, "kib_up": up, "kib_down": down, "wall_s": wall}
+        summary[method] = {"acc": acc, "bwt": bwt, "forgetting": fgt, "kib_up": up, "kib_down": down, "wall_s": wall,
+                           "per_seed_acc": [r["metrics"]["acc"]["mean"] for r in rs]}
         table.append(
             f"| {method} | {acc[0]:.2f} ± {acc[1]:.2f} | {bwt[0]:.2f} ± {bwt[1]:.2f} | "
             f"{fgt[0]:.2f} ± {fgt[1]:.2f} | {up:.1f} | {down:.1f} | {wall:.0f} |"
         )
+    tree_rows = tree_figures(rows)
+    if tree_rows:
+        table += ["", "| method | clade purity | two-leaf siblings | NN purity | top-level ARI (family) | "
+                  "warm-start hits | candidate hits (any) | sharing precision (mean over layers) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for method, f in tree_rows.items():
+            table.append(f"| {method} | " + " | ".join(_fmt(f[k]) for k in TREE_FIGURES) + " |")
+    values = {m: {s: r["metrics"]["acc"]["mean"] for s, r in zip(args.seeds, rs)} for m, rs in rows.items()}
+    paired = None
+    if args.reference in values:
+        paired = paired_table(values, args.reference)
+        table += ["", markdown_paired(paired, args.reference, metric="ACC %")]
+    gain = None
+    if {"oracle-sharing", "local-only"} <= set(values):
+        lo, orc = (np.mean(list(values[m].values())) for m in ("local-only", "oracle-sharing"))
+        gain = {m: float((np.mean(list(v.values())) - lo) / (orc - lo)) if orc != lo else None
+                for m, v in values.items()}
+        table += ["", "share of the oracle's gain over local-only: " + ", ".join(
+            f"{m} {100 * g:.0f}%" for m, g in gain.items() if g is not None)]
     text = "\n".join(table)
     print(text)
-    out.mkdir(parents=True, exist_ok=True)
+    from simulations.bench_common import machine_line
+
+    print(machine_line(machine))
     meta = {
         "date": str(date.today()),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine,
         "command": "python -m simulations.bench_fed_accuracy " + " ".join(argv or []),
         "preset": preset,
         "clients": args.clients,
         "seeds": args.seeds,
         "summary": summary,
+        "paired": paired,
+        "oracle_gain_share": gain,
+        "tree_figures": tree_rows,
         "table": text,
     }
-    (out / "fed_accuracy.json").write_text(json.dumps(meta, indent=2, default=str))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "fed_accuracy.json").write_text(json.dumps(meta, indent=2, default=str))
+    if args.results:
+        path = ROOT / "simulations" / "results" / f"{args.results}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        print(f"summary: {path}")
     return 0
 
 

@@ -115,17 +115,21 @@ class LayerwiseLoRA:
         return {"A": a.detach().to("cpu", copy=True), "B": b.detach().to("cpu", copy=True)}
 
     def load_layer_state(self, layer: int, state: dict[str, torch.Tensor]) -> None:
-        """Overwrite one layer's adapter; shapes must match."""
+        """Overwrite one layer's adapter, or only the parts given (``{"A": ...}`` and/or ``{"B": ...}``); shapes
+        must match."""
         a, b = self.params(layer)
-        for name, param in (("A", a), ("B", b)):
+        parts = [(name, param) for name, param in (("A", a), ("B", b)) if name in state]
+        if not parts:
+            raise ValueError(f"layer {layer}: nothing to load (expected A and/or B)")
+        for name, param in parts:
             value = state[name]
             if tuple(value.shape) != tuple(param.shape):
                 raise ValueError(f"layer {layer} {name}: shape {tuple(value.shape)} != {tuple(param.shape)}")
             if not torch.isfinite(value).all():
                 raise ValueError(f"layer {layer} {name}: non-finite values")
         with torch.no_grad():
-            a.copy_(state["A"].to(a.device, a.dtype))
-            b.copy_(state["B"].to(b.device, b.dtype))
+            for name, param in parts:
+                param.copy_(state[name].to(param.device, param.dtype))
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """The live adapter as ``{"<layer>.A": ..., "<layer>.B": ...}`` on CPU (a task's adapter)."""

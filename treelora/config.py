@@ -45,6 +45,7 @@ class LearnerConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global L2 norm; 0 disables
+    freeze_lora_a: bool = False  # keep every A at its seeded initialisation (FFA-LoRA: lr 0 on A)
     # --- TreeLoRA ---
     signature: str = "grad"  # "grad" (paper) | "weights" (released code)
     signature_scale_by_layers: bool = False  # released code adds A/T L times per step (a uniform scale)

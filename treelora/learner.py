@@ -93,9 +93,13 @@ class ContinualLearner:
         )
         self.model = make_task_model(backbone, self.lora.model, num_classes, config.lm_mode, stream).to(self.device)
         self.num_classes = num_classes
+        lora_groups = [{"params": self.lora.parameters(), "lr": config.lr}]
+        if config.freeze_lora_a:  # A keeps its seeded value: the same on every client of a federation
+            a, b = ([self.lora.params(layer)[i] for layer in range(self.lora.num_layers)] for i in (0, 1))
+            lora_groups = [{"params": a, "lr": 0.0}, {"params": b, "lr": config.lr}]
         self.optimizer = torch.optim.Adam(
             [
-                {"params": self.lora.parameters(), "lr": config.lr},
+                *lora_groups,
                 {"params": self._head_params(), "lr": config.head_lr},
             ],
             betas=tuple(config.betas),

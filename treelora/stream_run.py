@@ -74,6 +74,7 @@ def results_dict(
         "stream": getattr(stream, "name", "custom"),
         "backbone": learner.backbone_name,
         "tasks": [t.name for t in tasks],
+        "task_families": [getattr(t, "family_name", t.name) for t in tasks],
         "task_classes": [list(t.classes) for t in tasks],
         "accuracy_matrix": [[None if math.isnan(x) else float(x) for x in row] for row in R],
         "metrics": summarize(R, initial),
@@ -90,9 +91,22 @@ def results_dict(
         "cuda_peak_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
         "device": str(learner.device),
         "tree": learner.tree.render(),
+        "tree_quality": _family_quality(learner, tasks),
         "num_layers": learner.lora.num_layers,
         "versions": versions(),
     }
+
+
+def _family_quality(learner: ContinualLearner, tasks: list[Any]) -> dict[str, Any] | None:
+    """The tree's figures against the tasks' families (a centralized tree has one leaf per task, so only the
+    family-level figures — nearest-neighbour family purity, level ARI/NMI against families — say something)."""
+    from .tree_quality import tree_quality
+
+    if len(learner.tree) < 2:
+        return None
+    family = {f"t{j}": getattr(t, "family_name", t.name) for j, t in enumerate(tasks)}
+    family = {k: v for k, v in family.items() if k in learner.tree}
+    return {"by": "family", **tree_quality(learner.tree, family, family)}
 
 
 def versions() -> dict[str, str]:

@@ -100,3 +100,19 @@ def test_bench_scale_tiny(tmp_path, capsys):
     srv = data["parts"]["server"][0]
     assert srv["ingested"] == 3 and srv["bulk_loaded"] == 3 and srv["rounds"][0]["leaves_after"] >= 6
     assert "| 6 |" in bench_scale.render({"server": data["parts"]["server"]})
+
+
+def test_bench_fed_accuracy_tiny_pairs_seeds_and_bounds_by_the_oracle(tmp_path, capsys):
+    from simulations import bench_fed_accuracy
+
+    rc = bench_fed_accuracy.main([
+        "--preset", "scale", "--clients", "2", "--seeds", "0", "1",
+        "--methods", "local-only", "fedavg-lora", "oracle-sharing", "--reference", "local-only",
+        "--set", "scenario=identical", "--set", "train-per-class=16", "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Δ vs local-only (95% CI)" in out and "share of the oracle's gain" in out
+    data = _json(tmp_path / "fed_accuracy.json")
+    assert data["seeds"] == [0, 1] and len(data["summary"]["fedavg-lora"]["per_seed_acc"]) == 2
+    assert {r["method"] for r in data["paired"]} == {"local-only", "fedavg-lora", "oracle-sharing"}

@@ -6,8 +6,10 @@ it expects and validates), so adding a method is one class here plus its server 
 
 * ``learner_method``: which continual learner its clients run (``fedavg-lora`` forces sequential LoRA: there is no
   tree to regularise against);
-* ``sends_adapters``: whether a report carries the live adapter (``local-only`` sends counts and metrics only);
-* ``sends_sketches``: whether a report carries signature sketches (only a method with a global tree uses them).
+* ``sends_adapters``: whether a report carries the live adapter (``local-only`` sends counts and metrics only),
+  and ``sent_parts``, which of its matrices (FedSA-LoRA sends only A, FFA-LoRA only B);
+* ``sends_sketches``: whether a report carries signature sketches (only a method with a global tree uses them);
+* ``learner_overrides``: learner settings the method imposes (FFA-LoRA freezes A at its shared seeded value).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class FedMethod:
 
     name: ClassVar[str] = ""
     sends_adapters: ClassVar[bool] = True
+    sent_parts: ClassVar[tuple[str, ...]] = ("A", "B")
     sends_sketches: ClassVar[bool] = False
+    learner_overrides: ClassVar[dict[str, object]] = {}
 
     @classmethod
     def learner_method(cls, local_method: str) -> str:
@@ -56,6 +60,48 @@ class LocalOnly(FedMethod):
     """No communication: each client learns alone; only counts and metrics leave a node."""
 
     sends_adapters = False
+
+
+@FED_METHOD_REGISTRY.register("fedsa-lora")
+class FedSALoRA(FedMethod):
+    """FedSA-LoRA (Guo et al., 2025): A learns what is general and is averaged over all clients; B stays local.
+    Clients send A only."""
+
+    sent_parts = ("A",)
+
+    @classmethod
+    def learner_method(cls, local_method: str) -> str:
+        return "seqlora"
+
+
+@FED_METHOD_REGISTRY.register("ffa-lora")
+class FFALoRA(FedMethod):
+    """FFA-LoRA (Sun et al., 2024): A frozen at its seeded initialisation (identical on every client), B averaged
+    over all clients. Clients send B only."""
+
+    sent_parts = ("B",)
+    learner_overrides = {"freeze_lora_a": True}
+
+    @classmethod
+    def learner_method(cls, local_method: str) -> str:
+        return "seqlora"
+
+
+@FED_METHOD_REGISTRY.register("clustered-fl")
+class ClusteredFL(FedMethod):
+    """Clustered FL over the clients' adapters (IFCA/CFL family): the server clusters clients by the cosine of their
+    adapters every round and averages every layer within a cluster. Sequential LoRA on each client."""
+
+    @classmethod
+    def learner_method(cls, local_method: str) -> str:
+        return "seqlora"
+
+
+@FED_METHOD_REGISTRY.register("oracle-sharing")
+class OracleSharing(FedMethod):
+    """The upper bound of what a tree can add: every layer averaged exactly among the clients whose current tasks
+    are the same stream task (the server reads the scenario's ground truth). The client's own learner runs as
+    configured (``local-method``)."""
 
 
 def fed_method(name: str) -> type[FedMethod]:

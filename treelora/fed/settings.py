@@ -24,13 +24,14 @@ from .scenarios import SCENARIOS
 __all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
 
 NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
+TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher")
 
 
 @dataclass(frozen=True)
 class FedSettings:
     """Everything a client or the server reads from the run config (units in comments)."""
 
-    method: str = "treelora"  # federated method: treelora | fedavg-lora | local-only
+    method: str = "treelora"  # federated method (treelora.fed.methods): treelora | fedavg-lora | local-only | ...
     local_method: str = "treelora"  # the learner each client runs (fedavg-lora forces seqlora)
     num_rounds: int = 0  # 0 = as many rounds as the longest client schedule
     scenario: str = "staggered"  # staggered | families | identical
@@ -53,9 +54,13 @@ class FedSettings:
     seed: int = 0
     sketch_dim: int = 256  # s, coordinates per layer sketch
     sketch_kind: str = "cauchy"  # cauchy (L1) | gaussian (L2)
+    tree_signature: str = "live"  # what leaves are placed by: live (the running signature at the client's own
+    # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter)
+    probe_batches: int = 4  # mini-batches of a shared-probe signature
     sketch_seed: int = 1234  # shared by every node: the same seed gives the same sketch matrices
     wire_dtype: str = "bfloat16"  # adapters on the wire; sketches always float32
     candidates_per_layer: int = 1  # candidate leaves the server sends per layer per round
+    clusters: int = 2  # clustered-fl: number of client clusters
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
     leaf_size: int = 1  # tasks per tree leaf (the server's tree and the clients')
@@ -77,7 +82,7 @@ class FedSettings:
     def __post_init__(self) -> None:
         fed_method(self.method)
         for name in ("tasks_per_client", "rounds_per_task", "local_steps", "batch_size", "sketch_dim",
-                     "candidates_per_layer", "leaf_size", "rebuild_every"):
+                     "candidates_per_layer", "leaf_size", "rebuild_every", "clusters", "probe_batches"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth", "lcb_c"):
@@ -93,6 +98,8 @@ class FedSettings:
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
+        if self.tree_signature not in TREE_SIGNATURES:
+            raise ValueError(f"tree-signature must be one of {', '.join(TREE_SIGNATURES)}, got {self.tree_signature!r}")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
 
@@ -115,6 +122,7 @@ class FedSettings:
         """The client's learner config: the learner method's preset with every shared field passed on."""
         overrides: dict[str, Any] = {k: v for k, v in asdict(self).items()
                                      if k in LEARNER_KEYS and not (isinstance(v, str) and v == "")}
+        overrides.update(self.fed_method.learner_overrides)
         return make_config(self.learner_method, **overrides, progress=False, device=device, precision=precision)
 
     # ------------------------------------------------------------------ parsing
