@@ -35,6 +35,7 @@ premise that shallow layers hold shared knowledge, deep ones task-specific), but
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -164,9 +165,12 @@ class CentroidRule(SplitRule):
 
     def route(self, tree: TaskTree, node: Node, signature: Signature) -> int:
         assert node.center is not None and node.metric is not None
-        d0 = float(weighted(tree, node.metric, node.center[0], signature))
-        d1 = float(weighted(tree, node.metric, node.center[1], signature))
-        return 0 if d0 <= d1 else 1
+        off = _offsets(signature)
+        total = torch.zeros(2, dtype=torch.float64)
+        for l, w in enumerate(node.metric.tolist()):
+            if w != 0.0:
+                total += w * tree.distance_fn(l, signature[l], node.center[:, off[l]:off[l + 1]]).to(torch.float64)
+        return 0 if float(total[0]) <= float(total[1]) else 1
 
     @staticmethod
     def _centre(tree: TaskTree, keys: list[str]) -> torch.Tensor:
@@ -183,6 +187,7 @@ class Bisect(CentroidRule):
     """Signal-weighted 2-means bisection over all layers (module docstring)."""
 
     iterations: ClassVar[int] = 20
+    screen_iterations: ClassVar[int] = 5
     reweights: ClassVar[int] = 2
     focus: ClassVar[float] = 2.0  # exponent of the separation ratio in a layer's weight
     fit_sample: ClassVar[int] = 512
@@ -201,30 +206,33 @@ class Bisect(CentroidRule):
         L = tree.num_layers
         step = max(1, -(-len(keys) // self.fit_sample))
         fit = keys[::step]
-        xs = [torch.stack([tree.entries[k].signature[l] for k in fit]) for l in range(L)]
-        spread = torch.tensor([float(tree.distance_fn(l, xs[l].mean(0), xs[l]).mean()) for l in range(L)],
-                              dtype=torch.float64)
-        metric = torch.where(spread > 0, 1.0 / spread.clamp_min(1e-300), torch.zeros_like(spread))
-        if float(metric.sum()) == 0.0:  # every task identical: halve the list
+        xs = self._layers(tree, fit)
+        cat = torch.cat(xs, dim=1)
+        # screening: each layer's own 2-means says how much cluster signal it carries
+        metric = torch.zeros(L, dtype=torch.float64)
+        best, start = -1.0, None
+        for l in range(L):
+            labels = self._two_means(tree, xs[l], lambda c, x, l=l: tree.distance_fn(l, c, x).to(torch.float64))
+            if labels is None:
+                continue
+            centres = torch.stack([xs[l][~labels].mean(0), xs[l][labels].mean(0)])
+            metric[l], ratio = self._layer_weight(tree, l, xs[l], centres, labels)
+            if ratio > best:
+                best, start = ratio, labels
+        if start is None or float(metric.sum()) == 0.0:  # no layer splits (identical tasks): halve the list
             half = (len(keys) + 1) // 2
             return keys[:half], keys[half:], torch.ones(L)
-        cat = torch.cat(xs, dim=1)
-        first = int(torch.argmax(weighted(tree, metric, cat.mean(0), xs)))
-        second = int(torch.argmax(weighted(tree, metric, cat[first], xs)))
-        centres = torch.stack([cat[first], cat[second]])
-        labels = torch.zeros(len(fit), dtype=torch.bool)
+        labels = start
         for round_ in range(self.reweights + 1):
+            centres = torch.stack([cat[~labels].mean(0), cat[labels].mean(0)])
             for _ in range(self.iterations):
                 new = weighted(tree, metric, centres[1], xs) < weighted(tree, metric, centres[0], xs)
-                if bool(new.all()) or not bool(new.any()):
-                    break
-                centres = torch.stack([cat[~new].mean(0), cat[new].mean(0)])
-                if torch.equal(new, labels):
+                if bool(new.all()) or not bool(new.any()) or torch.equal(new, labels):
                     break
                 labels = new
-            if round_ == self.reweights or bool(labels.all()) or not bool(labels.any()):
-                break
-            metric = self._signal_weights(tree, xs, centres, labels, metric)
+                centres = torch.stack([cat[~labels].mean(0), cat[labels].mean(0)])
+            if round_ < self.reweights:
+                metric = self._signal_weights(tree, xs, centres, labels, metric)
         every = self._layers(tree, keys) if step > 1 else xs
         d0, d1 = weighted(tree, metric, centres[0], every), weighted(tree, metric, centres[1], every)
         go_right = (d1 < d0).tolist()
@@ -237,23 +245,48 @@ class Bisect(CentroidRule):
             right = [keys[i] for i in sorted(order[half:])]
         return left, right, metric
 
+    def _two_means(self, tree: TaskTree, x: torch.Tensor, dist: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                   ) -> torch.Tensor | None:
+        """Labels (True = right) of a farthest-point-started 2-means on rows ``x``; None when it cannot split."""
+        first = int(torch.argmax(dist(x.mean(0), x)))
+        second = int(torch.argmax(dist(x[first], x)))
+        if first == second:
+            return None
+        labels = dist(x[second], x) < dist(x[first], x)
+        for _ in range(self.screen_iterations):
+            if bool(labels.all()) or not bool(labels.any()):
+                return None
+            c0, c1 = x[~labels].mean(0), x[labels].mean(0)
+            new = dist(c1, x) < dist(c0, x)
+            if torch.equal(new, labels):
+                break
+            labels = new
+        return None if bool(labels.all()) or not bool(labels.any()) else labels
+
+    @staticmethod
+    def _layer_weight(tree: TaskTree, l: int, x: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor
+                      ) -> tuple[float, float]:
+        """(weight ``(b / i)^focus / i``, separation ratio ``b / i``) of layer ``l`` for a split of rows ``x``."""
+        between = float(tree.distance_fn(l, centres[0], centres[1]))
+        within = torch.cat([tree.distance_fn(l, centres[0], x[~labels]), tree.distance_fn(l, centres[1], x[labels])])
+        inside = float(within.to(torch.float64).mean())
+        if inside <= 0:
+            return (0.0, 0.0) if between <= 0 else (1e300, 1e300)
+        return (between / inside) ** Bisect.focus / inside, between / inside
+
     @staticmethod
     def _layers(tree: TaskTree, keys: list[str]) -> list[torch.Tensor]:
         return [torch.stack([tree.entries[k].signature[l] for k in keys]) for l in range(tree.num_layers)]
 
     def _signal_weights(self, tree: TaskTree, xs: list[torch.Tensor], centres: torch.Tensor, labels: torch.Tensor,
                         metric: torch.Tensor) -> torch.Tensor:
-        """``w_l ∝ (b_l / i_l)^focus / i_l`` (module docstring); layers without spread keep weight 0."""
+        """Each layer's weight ``(b_l / i_l)^focus / i_l`` for the current split (module docstring)."""
         off = _offsets([x[0] for x in xs])
         out = torch.zeros_like(metric)
         for l, x in enumerate(xs):
-            c0, c1 = centres[0, off[l]:off[l + 1]], centres[1, off[l]:off[l + 1]]
-            between = float(tree.distance_fn(l, c0, c1))
-            within = torch.cat([tree.distance_fn(l, c0, x[~labels]), tree.distance_fn(l, c1, x[labels])])
-            inside = float(within.to(torch.float64).mean())
-            if inside > 0 and metric[l] > 0:
-                out[l] = (between / inside) ** self.focus / inside
-        return out / out.max() * metric.max() if float(out.max()) > 0 else metric
+            c = centres[:, off[l]:off[l + 1]]
+            out[l] = self._layer_weight(tree, l, x, c, labels)[0]
+        return out if float(out.sum()) > 0 else metric
 
 
 @SPLIT_REGISTRY.register("average-linkage")
