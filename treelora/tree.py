@@ -19,6 +19,7 @@ members so every original task stays reachable through :meth:`TaskTree.entry_of`
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import torch
@@ -206,21 +207,35 @@ class TaskTree:
         return out
 
     def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG) -> str | None:
-        """The stored entry nearest to a query (None for an empty tree), in O(depth + among): route down by the
-        split rule (by nearness for the centroid rules), climb to the lowest ancestor holding at least ``among``
-        entries, and return the one of its entries nearest under that ancestor's routing weights (``bisect``,
-        ``average-linkage``) or the summed per-layer distance (the median rules)."""
-        path = self.locate(signature)
-        if not path:
+        """The stored entry nearest to a query (None for an empty tree) among a few entries found by routing.
+        Centroid splits (``bisect``, ``average-linkage``): best-first descent by the weighted distance to the
+        children's centres, taking leaves until ``among`` entries are gathered (the reached leaf and its nearest
+        siblings: O(among · depth)), compared under the root's layer weights. Median splits: the split rule's route
+        to a leaf, then the lowest ancestor holding at least ``among`` entries, compared by the summed per-layer
+        distance."""
+        if self.root is None:
             return None
         signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
-        at = len(path) - 1
-        while at > 0 and len(path[at].keys) < among:
-            at -= 1
-        keys = path[at].keys
-        metric = next((n.metric for n in reversed(path[: at + 1]) if n.metric is not None), None)
-        if not isinstance(self.rule, CentroidRule) or metric is None:
-            metric = torch.ones(self.num_layers)
+        if isinstance(self.rule, CentroidRule):
+            keys: list[str] = []
+            heap: list[tuple[float, int, Node]] = [(0.0, 0, self.root)]
+            tick = 1
+            while heap and len(keys) < among:
+                _, _, node = heapq.heappop(heap)
+                if node.is_leaf:
+                    keys += node.keys
+                    continue
+                assert node.center is not None and node.metric is not None
+                for i, child in enumerate(node.children):
+                    heapq.heappush(heap, (float(weighted(self, node.metric, node.center[i], signature)), tick, child))
+                    tick += 1
+        else:
+            path = self.locate(signature)
+            at = len(path) - 1
+            while at > 0 and len(path[at].keys) < among:
+                at -= 1
+            keys = path[at].keys
+        metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
         d = weighted(self, metric, torch.cat(signature), xs)
         return keys[int(torch.argmin(d))]
