@@ -208,14 +208,16 @@ class TaskTree:
 
     def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG) -> str | None:
         """The stored entry nearest to a query (None for an empty tree) among a few entries found by routing.
-        Centroid splits (``bisect``, ``average-linkage``): best-first descent by the weighted distance to the
-        children's centres, taking leaves until ``among`` entries are gathered (the reached leaf and its nearest
-        siblings: O(among · depth)), compared under the root's layer weights. Median splits: the split rule's route
+        Centroid splits (``bisect``, ``average-linkage``): best-first descent by the distance to the children's
+        centres under the root's layer weights (one scale for the whole tree, so the priorities compare), taking
+        leaves until ``among`` entries are gathered (the reached leaf and its nearest siblings: O(among · depth)),
+        compared under the same weights. Median splits: the split rule's route
         to a leaf, then the lowest ancestor holding at least ``among`` entries, compared by the summed per-layer
         distance."""
         if self.root is None:
             return None
         signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
+        metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         if isinstance(self.rule, CentroidRule):
             keys: list[str] = []
             heap: list[tuple[float, int, Node]] = [(0.0, 0, self.root)]
@@ -225,9 +227,9 @@ class TaskTree:
                 if node.is_leaf:
                     keys += node.keys
                     continue
-                assert node.center is not None and node.metric is not None
+                assert node.center is not None
                 for i, child in enumerate(node.children):
-                    heapq.heappush(heap, (float(weighted(self, node.metric, node.center[i], signature)), tick, child))
+                    heapq.heappush(heap, (float(weighted(self, metric, node.center[i], signature)), tick, child))
                     tick += 1
         else:
             path = self.locate(signature)
@@ -235,7 +237,6 @@ class TaskTree:
             while at > 0 and len(path[at].keys) < among:
                 at -= 1
             keys = path[at].keys
-        metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
         d = weighted(self, metric, torch.cat(signature), xs)
         return keys[int(torch.argmin(d))]
