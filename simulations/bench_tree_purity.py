@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--signatures", nargs="+", default=list(KINDS), choices=list(KINDS))
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
-    ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.001, 0.01, 0.1],
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.001, 0.003, 0.01, 0.1],
                     help="DP noise multipliers σ of a sketch release (0 = no DP)")
     ap.add_argument("--noise-signatures", nargs="+", default=["probe-grad"],
                     help="signatures measured under DP noise (all are measured without)")
