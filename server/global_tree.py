@@ -41,6 +41,7 @@ class GlobalTree:
         if self.tree is None:
             self.tree = TaskTree(num_layers, split=self.fed.tree_split, leaf_size=self.fed.leaf_size,
                                  distance_fn=self.distance)
+            self.tree.layer_free_distance = True  # one sketch matrix for every layer: see distance()
         return self.tree
 
     def __len__(self) -> int:
@@ -104,6 +105,7 @@ class GlobalTree:
                 if entry["signature"] is None:
                     entry["signature"] = sketch_of(entry["key"])
             self.tree = TaskTree.from_dict(tree, distance_fn=self.distance)
+            self.tree.layer_free_distance = True
         self.inserts = counters["inserts"]
         self.since_build = counters.get("since_build", counters["inserts"] % self.fed.rebuild_every)
         self.built_size = counters.get("built_size", 0)

@@ -149,6 +149,7 @@ def bulk_tree(prob: Problem, leaf_size: int, split: str = "l1-median") -> tuple[
     """All leaves loaded as entries (as ``TaskTree.from_dict`` does), then one ``build()`` with the ``split`` rule;
     returns build seconds."""
     tree = TaskTree(prob.L, split=split, leaf_size=leaf_size, distance_fn=prob.distance_fn())
+    tree.layer_free_distance = True  # one distance for every layer
     for i in range(prob.n):
         key = f"k{i}"
         tree.entries[key] = TreeEntry(key, list(prob.sig[i].unbind(0)), [key], 1.0, None)

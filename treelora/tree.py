@@ -57,6 +57,9 @@ class TaskTree:
         self.leaf_size = leaf_size
         self.max_depth = min(max_depth or num_layers, num_layers)
         self.distance_fn = distance_fn
+        # True when distance_fn ignores its layer argument and broadcasts over leading dimensions (exact L1, the
+        # server's one sketch for every layer): the centroid splits then measure all layers in one call
+        self.layer_free_distance = distance_fn is l1_distance
         self.entries: dict[str, TreeEntry] = {}
         self.root: Node | None = None
         self._member_index: dict[str, str] = {}

@@ -150,6 +150,12 @@ def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor, xs: lis
     """``Σ_l metric[l] · d_l(center[l], x[l])`` for a concatenated centre ``(D,)`` and per-layer ``xs`` (each
     ``(p_l,)`` or ``(N, p_l)``): the distance the centroid rules route and compare by."""
     off = _offsets([x[0] if x.dim() > 1 else x for x in xs])
+    if tree.layer_free_distance and len({off[l + 1] - off[l] for l in range(len(xs))}) == 1:
+        # one call over all layers at once: (L, p) centre against (N, L, p) rows -> (N, L)
+        width = off[1]
+        stacked = torch.stack(xs, dim=-2)
+        d = tree.distance_fn(0, center.view(len(xs), width), stacked).to(torch.float64)
+        return (d * metric.to(torch.float64)).sum(dim=-1)
     total = None
     for l, x in enumerate(xs):
         if float(metric[l]) == 0.0:
@@ -168,6 +174,9 @@ class CentroidRule(SplitRule):
     def route(self, tree: TaskTree, node: Node, signature: Signature) -> int:
         assert node.center is not None and node.metric is not None
         off = _offsets(signature)
+        if tree.layer_free_distance:
+            return 0 if float(weighted(tree, node.metric, node.center[0], signature)) <= \
+                float(weighted(tree, node.metric, node.center[1], signature)) else 1
         total = torch.zeros(2, dtype=torch.float64)
         for l, w in enumerate(node.metric.tolist()):
             if w != 0.0:
