@@ -197,8 +197,9 @@ class CentroidRule(SplitRule):
 class Bisect(CentroidRule):
     """Signal-weighted 2-means bisection over all layers (module docstring)."""
 
-    iterations: ClassVar[int] = 20
-    starts: ClassVar[int] = 8  # 2-means starts per node (the best objective wins)
+    iterations: ClassVar[int] = 10
+    starts: ClassVar[int] = 8  # 2-means starts per node of <= small_node tasks (the best objective wins); 2 above
+    small_node: ClassVar[int] = 64
     focus: ClassVar[float] = 2.0  # exponent of a layer's neighbour ratio in its weight
     fit_sample: ClassVar[int] = 512  # tasks a node's 2-means is fitted on (then every task is assigned once)
     weight_sample: ClassVar[int] = 128  # tasks the layer weights are measured on (pairwise: O(sample² L))
@@ -249,7 +250,7 @@ class Bisect(CentroidRule):
         firsts = [int(torch.argmax(weighted(tree, metric, cat.mean(0), xs)))]
         firsts += [i for i in range(0, n, max(1, n // max(1, self.starts - 1))) if i not in firsts]
         best: tuple[float, torch.Tensor] | None = None
-        for first in firsts[: self.starts]:
+        for first in firsts[: self.starts if len(keys) <= self.small_node else 2]:
             second = int(torch.argmax(weighted(tree, metric, cat[first], xs)))
             if second == first:
                 continue
