@@ -7,10 +7,10 @@ from treelora.stream_run import results_dict, run_stream, versions
 from .learners import make_learner, tiny_stream
 
 RESULT_KEYS = [
-    "method", "config", "stream", "backbone", "tasks", "task_classes", "accuracy_matrix", "metrics",
+    "method", "config", "stream", "backbone", "tasks", "task_families", "task_classes", "accuracy_matrix", "metrics",
     "initial_accuracy", "time_per_task_s", "train_time_per_task_s", "search_time_per_task_s", "reg_time_per_task_s",
     "steps_per_task", "step_time_s", "mean_loss_per_task", "chosen_per_task", "peak_rss_mb", "cuda_peak_mb",
-    "device", "tree", "num_layers", "versions",
+    "device", "tree", "tree_quality", "num_layers", "versions",
 ]
 
 
