@@ -90,7 +90,7 @@ def proto_name(cls: int, kind: str) -> str:
     (Assignment)."""
     if kind not in PROTO_KINDS:
         raise ValueError(f"prototype tensor kind must be one of {PROTO_KINDS}, got {kind!r}")
-    if isinstance(cls, bool) or int(cls) < 0:
+    if int(cls) < 0:
         raise ValueError(f"class id must be a non-negative int, got {cls!r}")
     return f"proto.{int(cls)}.{kind}"
 

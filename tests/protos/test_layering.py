@@ -22,10 +22,10 @@ WIRE_ALL = [
     "SCHEMA_VERSION", "SKETCH_SPEC_VERSION", "SKETCH_KINDS", "WIRE_DTYPES", "ERROR_CODES",
     "DEFAULT_MAX_TENSOR_BYTES", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_MAX_CHECKPOINT_BYTES", "ProtocolError",
     "error_reply", "serialize", "adapter_name", "sketch_name", "final_name", "cand_name", "share_name", "warm_name",
-    "WARM_HEAD_WEIGHT", "WARM_HEAD_BIAS", "encode_tensor", "decode_tensor", "encode_tensors", "validate_tensors",
+    "proto_name", "parse_proto_name", "PROTO_KINDS", "WARM_HEAD_WEIGHT", "WARM_HEAD_BIAS", "encode_tensor", "decode_tensor", "encode_tensors", "validate_tensors",
     "parse_assignment", "parse_report", "parse_eval", "parse_checkpoint", "parse_error", "validate_report",
     "validate_probe", "validate_done", "is_done_report", "ReportExpectation", "MAX_ADAPTER_ABS", "MAX_SKETCH_ABS",
-    "validate_assignment", "shared_parts", "expected_report_tensors", "expected_assignment_tensors", "make_tensor_info",
+    "MAX_FEATURE_ABS", "validate_assignment", "shared_parts", "expected_report_tensors", "expected_assignment_tensors", "make_tensor_info",
     "make_sketch_spec", "make_layer_assignment", "make_assignment", "make_pull", "make_report", "make_eval",
     "make_leaf_record", "make_checkpoint", "make_error", "sketch_spec_to_dict", "sketch_spec_from_dict",
 ]
