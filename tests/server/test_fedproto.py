@@ -130,12 +130,42 @@ def test_fedproto_refuses_dp():
         FedSettings(method="fedproto", dp_adapter_clip=1.0, dp_adapter_noise=1.0)
 
 
-def test_fedproto_checkpoint_resumes_to_the_same_state(proto_run):
-    _, _, _, fed = proto_run
-    state = GlobalState.resume(replace(fed, resume=True), fed.out_dir)
-    again = GlobalState.resume(replace(fed, resume=True), fed.out_dir)
-    assert state.strategy.contributions.keys() == again.strategy.contributions.keys()
-    assert state.strategy.contributions and state.strategy.feature_dim
+def test_fedproto_resumes_after_a_crash_to_the_uninterrupted_result(tmp_path, proto_run):
+    """The server crashes after round 2's checkpoint; the resumed run ends with the same global prototypes and
+    accuracy matrices as the run that never stopped (the frozen encoder makes every client's sums deterministic)."""
+    _, _, uninterrupted, fed0 = proto_run
+    rc = dict(BASE, method="fedproto", **{"out-dir": str(tmp_path / "server")})
+    grid = LocalGrid(client_app, 4, run_config=rc, state_dir=str(tmp_path / "clients"))
+
+    class Crash(Exception):
+        pass
+
+    original, calls = GlobalState.checkpoint, {"n": 0}
+
+    def crashing_checkpoint(self):
+        path = original(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash()
+        return path
+
+    GlobalState.checkpoint = crashing_checkpoint  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Crash):
+            run(grid, FedSettings.from_run_config(rc), progress=False)
+    finally:
+        GlobalState.checkpoint = original  # type: ignore[method-assign]
+    saved = GlobalState.resume(FedSettings.from_run_config(rc), tmp_path / "server")
+    assert saved.round == 2 and saved.strategy.contributions and saved.strategy.feature_dim
+    res = run(grid, FedSettings.from_run_config({**rc, "resume": True}), progress=False)
+    assert res["rounds"] == 4 and not res["errors"]
+    assert res["prototypes"] == uninterrupted["prototypes"]
+    assert {c: d["accuracy_matrix"] for c, d in res["per_client"].items()} == \
+        {c: d["accuracy_matrix"] for c, d in uninterrupted["per_client"].items()}
+    a = GlobalState.resume(FedSettings.from_run_config({**rc, "resume": True}), tmp_path / "server").strategy
+    b = GlobalState.resume(replace(fed0, resume=True), fed0.out_dir).strategy
+    for cls in b.contributions:
+        torch.testing.assert_close(a.global_prototype(cls), b.global_prototype(cls))
 
 
 # ---------------------------------------------------------------------------------------------------- hostile
