@@ -67,6 +67,14 @@ def test_fedproto_runs_and_reports_carry_only_prototype_statistics(proto_run):
     assert res["prototypes"] and res["leaves"] == [] and res["tree"] is None
 
 
+def test_fedproto_sends_fewer_bytes_than_fedavg_and_more_than_local_only(tmp_path, proto_run):
+    _, _, res, _ = proto_run
+    _, fedavg, _ = federate(tmp_path, "fedavg-lora")
+    _, local, _ = federate(tmp_path, "local-only")
+    assert local["bytes_up_total"] < res["bytes_up_total"] < fedavg["bytes_up_total"]
+    assert local["bytes_down_total"] < res["bytes_down_total"]
+
+
 def test_global_prototype_is_the_counts_weighted_mean_of_what_clients_sent(proto_run):
     _, grid, res, fed = proto_run
     latest: dict[int, dict[str, tuple[np.ndarray, float]]] = {}
