@@ -7,6 +7,9 @@ of the task: the client computes them once, when the task starts, and sends them
 Sending them every round (not only at the task's end) makes the global prototype of the task's classes reach the
 client *during* the task, so the accuracy row written at its end is scored with the federation's prototypes, and
 a missed round costs nothing; the server *replaces* the client's contribution each time, so a repeat counts once.
+With ``rounds-per-task`` 1 the global prototypes of a task's classes first reach the client with its next task
+(its row for that task is scored with its own class means, later rows with the federation's). The ``evaluate``
+round is tensor-free, so a client scores it with the prototypes of its last ``train`` assignment.
 
 The server keeps every (class, client) contribution, and the global prototype of a class is
 ``Σ sums / Σ counts`` over the clients that reported it. Each train assignment carries ``proto.<c>.mean`` for the
