@@ -22,6 +22,15 @@ def test_bad_config_is_a_clear_error():
         make_config("treelora", split="kd")
     with pytest.raises(ValueError, match="epochs"):
         make_config("treelora", epochs=0)
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        make_config("treelora", lr=-1e-3)
+    with pytest.raises(ValueError, match="head="):
+        make_config("treelora", head="nope")
+
+
+def test_lr_zero_means_frozen_and_head_only_sets_it():
+    assert make_config("seqlora", lr=0.0).lr == 0.0 and make_config("seqlora", head_lr=0).head_lr == 0.0
+    assert make_config("head-only").lr == 0.0 and make_config("head-only").regularizer == "none"
 
 
 def test_overrides_parse_types():
