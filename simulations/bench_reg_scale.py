@@ -6,8 +6,8 @@
 **Protocol.** One learner (method ``treelora``, one seed) trains task 0 for ``--task0-steps`` steps and closes it,
 so that its signature is stored; then task 1 opens and, on each of ``--steps`` batches, the step's task gradient
 ĝ (all LoRA parameters) and the regulariser's gradient ``∇ λ·Σ_l red(‖ĝ_l − G_0[l]‖₁)`` (double backward, the
-target being task 0's signature on every layer) are computed for every reduction at the same parameters and the
-same batch and dropout masks: ``sum`` (Eq. 3 as written), ``mean`` (/ p, p = the layer's LoRA size) and ``sqrt`` (/ √p). The table
+target being task 0's signature on every layer) are computed for every reduction at the same parameters, batch and
+dropout masks: ``sum`` (Eq. 3 as written), ``mean`` (/ p, p = the layer's LoRA size) and ``sqrt`` (/ √p). The table
 reports the median over steps of the ratio ``‖reg grad‖₂ / ‖task grad‖₂`` and the λ that would make it 1 (the
 ratio is linear in λ). No optimiser step is taken between reductions, so they see identical states.
 """

@@ -116,3 +116,38 @@ def test_bench_fed_accuracy_tiny_pairs_seeds_and_bounds_by_the_oracle(tmp_path, 
     data = _json(tmp_path / "fed_accuracy.json")
     assert data["seeds"] == [0, 1] and len(data["summary"]["fedavg-lora"]["per_seed_acc"]) == 2
     assert {r["method"] for r in data["paired"]} == {"local-only", "fedavg-lora", "oracle-sharing"}
+
+
+def test_bench_central_tiny(tmp_path, capsys):
+    from simulations import bench_central
+
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\nlr = 5e-3\n"
+                      "[stream]\ntrain_per_class = 8\ntest_per_class = 4\n")
+    argv = ["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks", "2",
+            "--seeds", "0", "1", "--variants", "seqlora", "head-only", "oracle", "--threads", "1",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    assert bench_central.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| head-only (reference) |" in out and "| oracle (reference) |" in out and "TIL BWT" in out
+    data = _json(tmp_path / "central_tiny.json")
+    til = {r["method"]: r for r in data["tables"]["til_bwt"]}
+    assert til["oracle"]["values"] == [0.0, 0.0]  # task-aware: BWT 0 by construction
+    assert til["head-only"]["vs_reference"]["n"] == 2 and til["seqlora"]["vs_reference"] is None
+    assert (tmp_path / "central_tiny.md").read_text().startswith("# Centralized benchmark")
+    assert bench_central.main(argv) == 0  # a second call reads the runs back (resume) and writes the same table
+    assert _json(tmp_path / "central_tiny.json")["tables"] == data["tables"]
+
+
+def test_bench_reg_scale_tiny(tmp_path, capsys):
+    from simulations import bench_reg_scale
+
+    rc = bench_reg_scale.main(["--backbone", "tiny-bert", "--stream", "synthetic-text", "--steps", "2",
+                               "--task0-steps", "2", "--train-per-class", "8", "--batch-size", "4", "--threads", "1",
+                               "--out", str(tmp_path)])
+    assert rc == 0
+    assert "| sqrt |" in capsys.readouterr().out
+    rows = {r["reduction"]: r for r in _json(tmp_path / "reg_scale.json")["rows"]}
+    p = 512  # tiny-bert's LoRA layer size: sum / sqrt = √p, sqrt / mean = √p (same batch, same masks)
+    assert rows["sum"]["ratio_median"] / rows["sqrt"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
+    assert rows["sqrt"]["ratio_median"] / rows["mean"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
