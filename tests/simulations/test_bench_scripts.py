@@ -151,3 +151,24 @@ def test_bench_reg_scale_tiny(tmp_path, capsys):
     p = 512  # tiny-bert's LoRA layer size: sum / sqrt = √p, sqrt / mean = √p (same batch, same masks)
     assert rows["sum"]["ratio_median"] / rows["sqrt"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
     assert rows["sqrt"]["ratio_median"] / rows["mean"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
+
+
+def test_tune_lr_never_reads_the_test_split(tmp_path, capsys):
+    from simulations import tune_lr
+    from treelora.streams import load_stream
+
+    base = load_stream("synthetic-text", train_per_class=10, test_per_class=4)
+    val = tune_lr.validation_stream(base, 0.2)
+    test_texts = {e.text for t in base.tasks for e in t.test}
+    for t, b in zip(val.tasks, base.tasks):
+        assert {e.text for e in t.train} | {e.text for e in t.test} == {e.text for e in b.train}
+        val_texts = {e.text for e in t.test}
+        assert not (val_texts & test_texts) and not ({e.text for e in t.train} & val_texts)
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\n"
+                      "[stream]\ntrain_per_class = 8\ntest_per_class = 4\n")
+    rc = tune_lr.main(["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks",
+                       "2", "--lrs", "1e-3", "5e-3", "--threads", "1", "--out", str(tmp_path)])
+    assert rc == 0 and "| seqlora | 0.005 |" in capsys.readouterr().out
+    data = _json(tmp_path / "tune_lr_tiny.json")
+    assert data["chosen"]["seqlora"] in (1e-3, 5e-3) and len(data["rows"]) == 2
