@@ -97,6 +97,21 @@ def table(values: dict[str, dict[int, float]], metric: str) -> tuple[list[dict[s
     return rows, "\n".join(lines)
 
 
+def head_to_head(values: dict[str, dict[str, dict[int, float]]], variants: list[str]) -> list[dict[str, Any]]:
+    """Every ``method`` variant against every ``baseline`` variant on CIL ACC, TIL ACC and TIL BWT."""
+    from treelora.paired import paired_difference
+
+    out = []
+    for v in (x for x in variants if VARIANTS[x][2] == "method"):
+        for b in (x for x in variants if VARIANTS[x][2] == "baseline"):
+            for m in ("cil_acc", "til_acc", "til_bwt"):
+                seeds = sorted(set(values[m][v]) & set(values[m][b]))
+                if seeds:
+                    diff = paired_difference([values[m][v][s] for s in seeds], [values[m][b][s] for s in seeds])
+                    out.append({"variant": v, "vs": b, "metric": m, "seeds": seeds, "diff": diff})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="stress", help="a preset name or TOML file (treelora.presets)")
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default=None, help="run directories (default runs/central/<preset>)")
     p.add_argument("--out", default="simulations/results")
+    p.add_argument("--tag", default="", help="suffix of the output name: central_<preset>[-TAG].json/.md")
     args = p.parse_args(argv)
     if REFERENCE not in args.variants:
         raise SystemExit(f"--variants must include {REFERENCE} (the paired reference)")
@@ -149,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         rows, text = table(values[m], m)
         tables[m] = rows
         md += [f"## {METRICS[m]}", "", text, ""]
+    h2h = head_to_head(values, args.variants)
+    if h2h:
+        md += ["## TreeLoRA variants against every baseline (paired over common seeds, 95% interval)", "",
+               "| variant | vs | metric | n | Δ mean | 95% CI | separates |", "|---|---|---|---|---|---|---|"]
+        for r in h2h:
+            d = r["diff"]
+            ci = "-" if d["low"] is None else f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+            md.append(f"| {r['variant']} | {r['vs']} | {METRICS[r['metric']]} | {d['n']} | {100 * d['mean']:+.2f} | "
+                      f"{ci} | {d['verdict']} |")
+        md.append("")
     steps = {v: sum(r["step_time_s"] for r in per_run if r["variant"] == v) / len(args.seeds) for v in args.variants}
     md += ["## Step time (mean over seeds; shared machine, ratios only)", "",
            "| variant | step s | × seqlora |", "|---|---|---|"]
@@ -157,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"Machine: {machine_line(m)}", f"Command: `{m['command']}`"]
     payload = {"machine": m, "preset": name, "config_overrides": preset, "sizes": sizes, "stream": args.stream,
                "backbone": args.backbone, "seeds": args.seeds, "variants": {v: VARIANTS[v] for v in args.variants},
-               "reference": REFERENCE, "tables": tables, "runs": per_run, "step_time_s": steps}
-    path = write_json(f"central_{name}", payload, args.out)
-    (Path(args.out) / f"central_{name}.md").write_text("\n".join(md) + "\n")
+               "reference": REFERENCE, "tables": tables, "head_to_head": h2h, "runs": per_run, "step_time_s": steps}
+    stem = f"central_{name}" + (f"-{args.tag}" if args.tag else "")
+    path = write_json(stem, payload, args.out)
+    (Path(args.out) / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"-> {path}")
     return 0

@@ -125,7 +125,7 @@ def test_bench_central_tiny(tmp_path, capsys):
     preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\nlr = 5e-3\n"
                       "[stream]\ntrain_per_class = 8\ntest_per_class = 4\n")
     argv = ["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks", "2",
-            "--seeds", "0", "1", "--variants", "seqlora", "head-only", "oracle", "--threads", "1",
+            "--seeds", "0", "1", "--variants", "seqlora", "treelora-sqrt", "head-only", "oracle", "--threads", "1",
             "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
     assert bench_central.main(argv) == 0
     out = capsys.readouterr().out
@@ -135,6 +135,8 @@ def test_bench_central_tiny(tmp_path, capsys):
     assert til["oracle"]["values"] == [0.0, 0.0]  # task-aware: BWT 0 by construction
     assert til["head-only"]["vs_reference"]["n"] == 2 and til["seqlora"]["vs_reference"] is None
     assert (tmp_path / "central_tiny.md").read_text().startswith("# Centralized benchmark")
+    h2h = {(r["variant"], r["vs"], r["metric"]) for r in data["head_to_head"]}
+    assert ("treelora-sqrt", "seqlora", "til_bwt") in h2h and all(r["diff"]["n"] == 2 for r in data["head_to_head"])
     assert bench_central.main(argv) == 0  # a second call reads the runs back (resume) and writes the same table
     assert _json(tmp_path / "central_tiny.json")["tables"] == data["tables"]
 
