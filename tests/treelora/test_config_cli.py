@@ -59,13 +59,16 @@ def test_cli_train_writes_results_and_compare(tmp_path, capsys):
         assert len(data["accuracy_matrix"]) == 2 and data["method"] == method
         for name in ("metrics.csv", "accuracy_matrix.png"):
             assert (d / name).stat().st_size > 0
+        header = (d / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"cil_acc", "til_acc", "til_bwt", "task_inference_acc"} <= set(header)
         # a tree picture only for a method that selects from its tree (seqlora's selector is none)
         assert (d / "tree.png").exists() == (d / "tree.txt").exists() == (method == "treelora")
     assert "| treelora |" in (out / "summary.md").read_text()
     assert (out / "acc.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["compare", str(out)]) == 0
-    assert "| seqlora |" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "| seqlora |" in out_text and "TIL ACC %" in out_text and "task-inference %" in out_text
 
 
 def test_cli_reports_bad_stream(capsys):
