@@ -54,6 +54,7 @@ METRICS = {  # key in treelora.evaluation.flat_view_metrics -> title
     "cil_acc": "CIL ACC", "til_acc": "TIL ACC", "til_bwt": "TIL BWT", "cil_bwt": "CIL BWT",
     "til_forgetting": "TIL forgetting", "task_inference_acc": "task-inference ACC",
 }
+LOWER_IS_BETTER = {"til_forgetting"}
 REFERENCE = "seqlora"
 
 
@@ -92,9 +93,14 @@ def table(values: dict[str, dict[int, float]], metric: str) -> tuple[list[dict[s
         r["role"] = VARIANTS[r["method"]][2]
     md = markdown_paired(rows, REFERENCE, metric=f"{METRICS[metric]} %")
     lines = md.splitlines()
+    lower = metric in LOWER_IS_BETTER
     for i, r in enumerate(rows):  # mark the reference rows in the method column
+        r["lower_is_better"] = lower
         if r["role"] == "reference":
             lines[i + 2] = lines[i + 2].replace(f"| {r['method']} |", f"| {r['method']} (reference) |", 1)
+        if lower:  # paired.markdown_paired names the sign; for forgetting a lower value is the better one
+            lines[i + 2] = lines[i + 2].replace("| yes, better |", "| yes, higher (worse) |").replace(
+                "| yes, worse |", "| yes, lower (better) |")
     return rows, "\n".join(lines)
 
 
