@@ -9,8 +9,9 @@ Per ``train`` message the client (DESIGN.md §3, "a round"):
    adapter from the server's ``reuse`` leaf), and loads the group-averaged ``share`` layers;
 4. trains ``local-steps`` steps of its continual learner while a :class:`~client.candidate_probe.CandidateProbe`
    measures ξ against the received candidate leaves in sketch space;
-5. releases what the method sends (:class:`~client.outbox.Outbox`: adapter, sketches, DP), and when the task
-   ends closes it, adds its final sketch and one accuracy-matrix row;
+5. releases what the method sends (:class:`~client.outbox.Outbox`: adapter, sketches, DP; ``fedproto``: the task's
+   class feature sums and counts, :mod:`client.prototypes`, after loading the global prototypes it received), and
+   when the task ends closes it, adds its final sketch and one accuracy-matrix row;
 6. replies with a ClientReport and saves its state durably.
 
 ``query`` (:meth:`ClientNode.probe`) returns the sketch of the upcoming task's one-batch gradient, so the server
@@ -33,6 +34,7 @@ from protos.wire import (
     make_eval,
     make_report,
     parse_assignment,
+    parse_proto_name,
     serialize,
     share_name,
     shared_parts,
@@ -51,6 +53,7 @@ from .candidate_probe import CandidateProbe
 from .learner_cache import learner_for, stream_for
 from .node_settings import NodeSettings
 from .outbox import Outbox, layer_vectors
+from .prototypes import class_sums, load_prototypes
 from .state_store import ClientStore
 
 Reply = tuple[bytes, dict[str, np.ndarray]]
@@ -120,6 +123,8 @@ class ClientNode:
         for la in assignment.layers:
             if la.shared:
                 learner.lora.load_layer_state(la.layer, {p: tensors[share_name(la.layer, p)] for p in shared_parts(la)})
+        received = {p[0]: t for name, t in tensors.items() if (p := parse_proto_name(name)) is not None}
+        load_prototypes(learner, received)
 
         sketcher = self._sketcher(learner.signature.dims())
         start = [v.cpu() for v in layer_vectors(learner.lora)]
@@ -134,6 +139,8 @@ class ClientNode:
         losses, train_s = self._train_steps(learner, pos, rnd, steps, probe)
 
         outbox.add_adapter(learner.lora, start)
+        if self.fed.fed_method.sends_prototypes:
+            outbox.add_prototypes(self._task_sums(learner, state, pos))
         if shared_probe is None:
             outbox.add_sketch(learner.signature.value())
         else:
@@ -144,7 +151,8 @@ class ClientNode:
             "model_bytes": float(sum(p.numel() * 4 for p in learner.model.parameters())),
         }
         if last_round_of_task:
-            learner.end_task()
+            self._end_task(learner, pos)
+            load_prototypes(learner, received)  # the federation's prototypes over the head's local ones
             if shared_probe is None:
                 outbox.add_final(learner.tree.entries[local_key(pos)].signature)
             else:
@@ -180,13 +188,31 @@ class ClientNode:
         """Make task ``pos`` the open one: close a task whose last round this client missed (its leaf is not
         reported), start a new one (warm-started when the server sent a leaf)."""
         if learner.current is not None and learner.current.key != local_key(pos):
-            learner.end_task()
+            self._end_task(learner, int(learner.current.key[1:]))
         if learner.current is None:
             warm = None
             if assignment.warm_start_leaf:
                 L = learner.lora.num_layers
                 warm = {f"{l}.{p}": tensors[warm_name(l, p)] for l in range(L) for p in ("A", "B")}
             learner.begin_task(local_key(pos), self._task(pos).classes, warm_start=warm)
+
+    def _end_task(self, learner: ContinualLearner, pos: int) -> None:
+        """Close task ``pos``, handing the head the task's encoded shard when it needs features (``ncm``)."""
+        task = self._task(pos)
+        train = learner.encode(self._shard(task.train, self.schedule.tasks[pos])) \
+            if learner.classifier.needs_features else None
+        learner.end_task(train)
+
+    def _task_sums(self, learner: ContinualLearner, state: dict[str, Any], pos: int
+                   ) -> dict[int, tuple[torch.Tensor, int]]:
+        """Task ``pos``'s per-class feature sums and counts over this client's shard: computed once per task (the
+        encoder is frozen, so they do not change), kept in the client's state and sent with every report."""
+        cached = state.get("prototype_sums")
+        if cached is None or cached["task"] != pos:
+            task = self._task(pos)
+            encoded = learner.encode(self._shard(task.train, self.schedule.tasks[pos]))
+            cached = state["prototype_sums"] = {"task": pos, "sums": class_sums(learner, encoded, task.classes)}
+        return cached["sums"]
 
     def _train_steps(
         self, learner: ContinualLearner, pos: int, rnd: int, steps: int, probe: CandidateProbe
@@ -293,6 +319,12 @@ class ClientNode:
         """Check an assignment completely against this client's model and config before anything changes (the
         contract's one assignment validator, :func:`protos.validation.validate_assignment`)."""
         L = learner.lora.num_layers
+        proto_classes, feature_dim = None, 0
+        if self.fed.fed_method.sends_prototypes:
+            position = self.schedule.position(int(assignment.round)) if assignment.round >= 1 else None
+            last = position[0] if position is not None else -1
+            proto_classes = {c for i in range(last + 1) for c in self._task(i).classes}
+            feature_dim = int(learner.model.head.weight.shape[1])
         return validate_assignment(
             assignment,
             arrays,
@@ -303,4 +335,6 @@ class ClientNode:
             sketch_seed=self.fed.sketch_seed,
             max_local_steps=self.node.max_local_steps,
             max_candidates=self.fed.candidates_per_layer,
+            proto_classes=proto_classes,
+            feature_dim=feature_dim,
         )

@@ -5,12 +5,16 @@ A train report carries, by the federated method's contract (:class:`treelora.fed
 * ``adapter.<l>.A/B`` — the live LoRA after this round (``sends_adapters``); with ``dp-adapter-noise`` the round's
   update (live − start of round) is clipped and noised before it is added back;
 * ``sketch.<l>`` — the sketch of the current task's running signature (``sends_sketches``);
-* ``final.<l>`` — when the task ends, the sketch of its final signature (``sends_sketches``).
+* ``final.<l>`` — when the task ends, the sketch of its final signature (``sends_sketches``);
+* ``proto.<c>.sum`` / ``proto.<c>.count`` — per class of the current task, the sum of the client's features over
+  its shard and their count (``sends_prototypes``: ``fedproto``; no DP covers them, so a run config with DP is
+  refused for that method).
 
 With ``dp-noise`` a signature is clipped and noised *before* sketching (a Cauchy sketch has unbounded L2
 sensitivity, so noise after it would not be calibrated). Noise comes from OS entropy: a seed the server could
 derive (run seed, round) would let it subtract the noise. Adapters travel as ``wire-dtype``, sketches as float32.
-Raw examples, labels, gradients, full signatures, the optimiser state and the head never leave.
+Raw examples, labels, gradients, full signatures, the optimiser state and the head never leave (``fedproto``'s
+class sums are a head's statistics: they leave by that method's contract).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 from protos import treelora_fed_pb2 as pb
-from protos.wire import adapter_name, encode_tensors, final_name, sketch_name
+from protos.wire import adapter_name, encode_tensors, final_name, proto_name, sketch_name
 from treelora.adapters import LayerwiseLoRA
 from treelora.fed.settings import FedSettings
 from treelora.privacy import gaussian_release
@@ -95,8 +99,16 @@ class Outbox:
             for layer, s in enumerate(self._released_sketch(signature)):
                 self.tensors[final_name(layer)] = s
 
+    def add_prototypes(self, stats: dict[int, tuple[torch.Tensor, int]]) -> None:
+        """Per class of the current task, its feature sum and count (``proto.<c>.sum`` / ``proto.<c>.count``)."""
+        if self.method.sends_prototypes:
+            for cls, (total, count) in sorted(stats.items()):
+                self.tensors[proto_name(cls, "sum")] = total.float().cpu()
+                self.tensors[proto_name(cls, "count")] = torch.tensor([float(count)])
+
     def encode(self) -> tuple[dict[str, np.ndarray], list[pb.TensorInfo]]:
-        """(arrays, manifest): adapters in the wire dtype, sketches in float32."""
+        """(arrays, manifest): adapters in the wire dtype, sketches and prototype statistics in float32."""
         return encode_tensors(
-            self.tensors, lambda name: "float32" if name.startswith(("sketch.", "final.")) else self.fed.wire_dtype
+            self.tensors,
+            lambda name: "float32" if name.startswith(("sketch.", "final.", "proto.")) else self.fed.wire_dtype,
         )

@@ -16,7 +16,12 @@ name                         travels with               meaning
 ``adapter.<l>.A/B``          ClientReport               the client's live adapter, every layer
 ``sketch.<l>``               ClientReport               sketch of the current task's signature, every layer
 ``final.<l>``                ClientReport (finished)    final signature sketch of the finished task
+``proto.<c>.sum``            ClientReport (fedproto)    sum of the client's features of class ``<c>``
+``proto.<c>.count``          ClientReport (fedproto)    how many examples that sum is over, shape ``(1,)``
+``proto.<c>.mean``           Assignment (fedproto)      the global prototype of class ``<c>`` (counts-weighted)
 ===========================  =========================  =====================================================
+
+``<c>`` is a global class id (0-based, decimal).
 
 Which of them a given message must carry is decided in :mod:`protos.validation`
 (``expected_report_tensors`` / ``expected_assignment_tensors``).
@@ -33,7 +38,12 @@ __all__ = [
     "cand_name",
     "share_name",
     "warm_name",
+    "PROTO_KINDS",
+    "proto_name",
+    "parse_proto_name",
 ]
+
+PROTO_KINDS = ("sum", "count", "mean")
 
 WARM_HEAD_WEIGHT = "warm.head.weight"
 WARM_HEAD_BIAS = "warm.head.bias"
@@ -73,3 +83,22 @@ def share_name(layer: int, part: str) -> str:
 def warm_name(layer: int, part: str) -> str:
     """``warm.<layer>.<A|B>``: the warm-start leaf's adapter (Assignment); see also WARM_HEAD_WEIGHT/BIAS."""
     return f"warm.{int(layer)}.{_part(part)}"
+
+
+def proto_name(cls: int, kind: str) -> str:
+    """``proto.<class>.<sum|count|mean>``: a class's feature sum / count (ClientReport) or global prototype
+    (Assignment)."""
+    if kind not in PROTO_KINDS:
+        raise ValueError(f"prototype tensor kind must be one of {PROTO_KINDS}, got {kind!r}")
+    if int(cls) < 0:
+        raise ValueError(f"class id must be a non-negative int, got {cls!r}")
+    return f"proto.{int(cls)}.{kind}"
+
+
+def parse_proto_name(name: str) -> tuple[int, str] | None:
+    """``(class, kind)`` of a ``proto.<class>.<kind>`` name; None for any other name."""
+    parts = name.split(".")
+    if (len(parts) != 3 or parts[0] != "proto" or not (parts[1].isascii() and parts[1].isdigit())
+            or str(int(parts[1])) != parts[1] or parts[2] not in PROTO_KINDS):
+        return None
+    return int(parts[1]), parts[2]

@@ -13,7 +13,10 @@ Bounds that no honest client exceeds, whatever its data:
   (``2 · MAX_SKETCH_ABS / dim``: ξ is an L1 estimate per coordinate);
 * adapter values with |x| ≤ :data:`MAX_ADAPTER_ABS`, sketch values with |x| ≤ :data:`MAX_SKETCH_ABS` (finite
   values of ±3e38 would overflow the tree's means and distances);
-* only the metric keys the client sends (:data:`TRAIN_METRICS`, ``acc/<task key>`` at a task's end).
+* only the metric keys the client sends (:data:`TRAIN_METRICS`, ``acc/<task key>`` at a task's end);
+* prototype statistics (``fedproto``): exactly ``proto.<c>.sum`` ``(feature dim,)`` and ``proto.<c>.count``
+  ``(1,)`` for every class ``c`` of the client's current task, a count that is an integer in [1, the client's
+  shard size] and a sum with every |x| ≤ count × :data:`MAX_FEATURE_ABS`.
 
 The ``train`` report of a method whose clients send nothing but counts (``local-only``) is validated by the same
 function with ``with_adapters=False, with_sketches=False``. See DESIGN.md §3 (repository root).
@@ -32,12 +35,13 @@ from protos import treelora_fed_pb2 as pb
 from protos.codec import DEFAULT_MAX_TENSOR_BYTES, validate_tensors
 from protos.errors import ProtocolError
 from protos.messages import check_finite, parse_report
-from protos.names import adapter_name, final_name, sketch_name
+from protos.names import adapter_name, final_name, parse_proto_name, proto_name, sketch_name
 from protos.validation import Shapes, _as_message, _check_config
 
 __all__ = [
     "MAX_ADAPTER_ABS",
     "MAX_SKETCH_ABS",
+    "MAX_FEATURE_ABS",
     "MAX_LOSS",
     "MAX_SECONDS",
     "TRAIN_METRICS",
@@ -52,6 +56,7 @@ __all__ = [
 
 MAX_ADAPTER_ABS = 1e4  # LoRA weights are O(0.01-1); DP noise of multiplier x clip adds O(1)
 MAX_SKETCH_ABS = 1e12  # Cauchy entries reach 3.2e6 and gradients O(1): sketches stay many decades below
+MAX_FEATURE_ABS = 1e4  # pooled hidden states of a (layer-normed) transformer are O(1-10) per coordinate
 MAX_LOSS = 1e6
 MAX_SECONDS = 1e7
 MAX_MODEL_BYTES = 2.0**53
@@ -153,8 +158,23 @@ def _check_pulls(report: pb.ClientReport, num_layers: int, dims: list[int], know
             raise ProtocolError("bad-value", f"layer {layer}: {n} pulls in {report.steps} steps (at most one a step)")
 
 
+def _check_prototypes(tensors: dict[str, torch.Tensor], prototypes: Mapping[int, int]) -> None:
+    """Counts integers in [1, the class's bound]; sums within count × MAX_FEATURE_ABS."""
+    for cls, most in sorted(prototypes.items()):
+        count = float(tensors[proto_name(cls, "count")].flatten()[0])
+        if count != int(count) or not 1 <= count <= most:
+            raise ProtocolError("bad-value", f"class {cls}: count {count:g} is not an integer in [1, {most}] (the "
+                                f"client's shard)")
+        total = tensors[proto_name(cls, "sum")]
+        if total.numel() and float(total.abs().max()) > count * MAX_FEATURE_ABS:
+            raise ProtocolError("bad-value", f"class {cls}: feature sum has |x| up to {float(total.abs().max()):.4g}, "
+                                f"over count x {MAX_FEATURE_ABS:g}")
+
+
 def _check_magnitudes(tensors: dict[str, torch.Tensor]) -> None:
     for name, t in tensors.items():
+        if parse_proto_name(name) is not None:
+            continue  # bounded by their counts (_check_prototypes)
         bound = MAX_ADAPTER_ABS if name.startswith("adapter.") else MAX_SKETCH_ABS
         if t.numel() and float(t.abs().max()) > bound:
             raise ProtocolError("bad-value", f"tensor {name!r} has |x| up to {float(t.abs().max()):.4g}, over the "
@@ -163,14 +183,20 @@ def _check_magnitudes(tensors: dict[str, torch.Tensor]) -> None:
 
 def expected_report_tensors(*, num_layers: int, adapter_shapes: Shapes, sketch_dim: int, task_finished: bool,
                             with_sketches: bool = True, with_adapters: bool = True,
-                            adapter_parts: tuple[str, ...] = ("A", "B")) -> dict[str, tuple[int, ...]]:
+                            adapter_parts: tuple[str, ...] = ("A", "B"),
+                            prototypes: Collection[int] = (), feature_dim: int | None = None
+                            ) -> dict[str, tuple[int, ...] | None]:
     """The exact tensors a ClientReport carries: adapter.<l>.<part> for ``adapter_parts`` (``with_adapters``;
     FedSA-LoRA sends A only, FFA-LoRA B only), sketch.<l> and, when its task finished, final.<l>
-    (``with_sketches``); none at all for a counts-only method."""
+    (``with_sketches``); ``proto.<c>.sum`` ``(feature_dim,)`` (any shape while ``feature_dim`` is None) and
+    ``proto.<c>.count`` ``(1,)`` for each class of ``prototypes``; none at all for a counts-only method."""
+    out: dict[str, tuple[int, ...] | None] = {}
+    for cls in prototypes:
+        out[proto_name(cls, "sum")] = None if feature_dim is None else (int(feature_dim),)
+        out[proto_name(cls, "count")] = (1,)
     if not (with_adapters or with_sketches):
-        return {}
+        return out
     shapes = _check_config(num_layers, adapter_shapes, sketch_dim)
-    out: dict[str, tuple[int, ...]] = {}
     for l, (a, b) in enumerate(shapes):
         if with_adapters:
             for part, shape in (("A", a), ("B", b)):
@@ -188,6 +214,7 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
                     expected_round: int | None = None, expected_client: str | None = None,
                     max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, with_sketches: bool = True,
                     with_adapters: bool = True, adapter_parts: tuple[str, ...] = ("A", "B"),
+                    prototypes: Mapping[int, int] | None = None, feature_dim: int | None = None,
                     expect: ReportExpectation | None = None) -> dict[str, torch.Tensor]:
     """Check a ``train`` ClientReport (message or bytes) and its arrays; return the decoded float32 tensors.
 
@@ -198,7 +225,10 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
     before (``bad-value``); every Pull: layer in range (``bad-layer``), leaf in ``known_leaves``
     (``unknown-leaf``) and offered this round, ξ finite (``non-finite``), ≥ 0 and in bound, ``count > 0``, counts
     per layer ≤ steps (``bad-value``), one Pull per (layer, leaf) (``malformed``); then exactly the tensors of
-    :func:`expected_report_tensors` (see :func:`protos.codec.validate_tensors`) within the magnitude bounds.
+    :func:`expected_report_tensors` (see :func:`protos.codec.validate_tensors`) within the magnitude bounds;
+    with ``prototypes`` (``{class: most examples}`` of the client's current task, ``fedproto``), its
+    ``proto.<c>.sum/count`` pairs: one vector shape across classes, ``feature_dim`` when known (``bad-shape``),
+    counts integers in [1, most] and sums within count × :data:`MAX_FEATURE_ABS` (``bad-value``).
 
     ``num_layers``/``adapter_shapes``/``sketch_dim`` are this node's configuration (a bad value there raises
     ValueError/TypeError at once, except that a counts-only method passes ``num_layers=0``); for any
@@ -227,9 +257,16 @@ def validate_report(report: pb.ClientReport | bytes, arrays: Mapping[str, Any], 
     _check_pulls(report, num_layers, dims, known_leaves, expect)
     expected = expected_report_tensors(num_layers=num_layers, adapter_shapes=adapter_shapes, sketch_dim=sketch_dim,
                                        task_finished=report.task_finished, with_sketches=with_sketches,
-                                       with_adapters=with_adapters, adapter_parts=adapter_parts)
+                                       with_adapters=with_adapters, adapter_parts=adapter_parts,
+                                       prototypes=sorted(prototypes or {}), feature_dim=feature_dim)
     tensors = validate_tensors(arrays, report.manifest, expected=expected, max_bytes=max_bytes)
     _check_magnitudes(tensors)
+    if prototypes:
+        shapes = {tuple(tensors[proto_name(c, "sum")].shape) for c in prototypes}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not next(iter(shapes))[0]:
+            raise ProtocolError("bad-shape", f"prototype sums must be vectors of one length, got shapes "
+                                f"{sorted(shapes)}")
+        _check_prototypes(tensors, prototypes)
     return tensors
 
 

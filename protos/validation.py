@@ -18,7 +18,7 @@ only :class:`~protos.errors.ProtocolError`. See DESIGN.md §3-§4 (repository ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -31,6 +31,8 @@ from protos.names import (
     WARM_HEAD_BIAS,
     WARM_HEAD_WEIGHT,
     cand_name,
+    parse_proto_name,
+    proto_name,
     share_name,
     warm_name,
 )
@@ -82,13 +84,16 @@ def shared_parts(la: pb.LayerAssignment) -> tuple[str, ...]:
 
 
 def expected_assignment_tensors(assignment: pb.Assignment, *, adapter_shapes: Shapes, sketch_dim: int,
-                                head_shapes: tuple[tuple, tuple] | None = None) -> dict[str, tuple | None]:
+                                head_shapes: tuple[tuple, tuple] | None = None,
+                                prototypes: Collection[int] = (), feature_dim: int = 0) -> dict[str, tuple | None]:
     """The tensors an Assignment carries (``None`` shape: not checked, for the head without head_shapes):
     ``cand.<leaf>.<l>`` ``(sketch_dim,)`` per candidate, ``share.<l>.A/B`` per shared layer and, with a warm
-    start, ``warm.<l>.A/B`` for every layer plus ``warm.head.weight/bias``. The head is optional on the wire
-    (the server does not send it); :func:`validate_assignment` drops it when the manifest does not declare it."""
+    start, ``warm.<l>.A/B`` for every layer plus ``warm.head.weight/bias``; ``proto.<c>.mean`` ``(feature_dim,)``
+    for each class of ``prototypes`` (the global prototypes it declares, of classes the client may receive). The
+    head is optional on the wire (the server does not send it); :func:`validate_assignment` drops it when the
+    manifest does not declare it."""
     shapes = _check_config(len(adapter_shapes), adapter_shapes, sketch_dim)
-    out: dict[str, tuple | None] = {}
+    out: dict[str, tuple | None] = {proto_name(c, "mean"): (int(feature_dim),) for c in prototypes}
     for la in assignment.layers:
         for leaf in la.candidates:
             out[cand_name(leaf, la.layer)] = (sketch_dim,)
@@ -117,7 +122,8 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
                         adapter_shapes: Shapes, sketch_dim: int | None = None, sketch_kind: str | None = None,
                         sketch_seed: int | None = None, head_shapes: tuple[tuple, tuple] | None = None,
                         expected_client: str | None = None, max_local_steps: int | None = None,
-                        max_candidates: int | None = None,
+                        max_candidates: int | None = None, proto_classes: Collection[int] | None = None,
+                        feature_dim: int = 0,
                         max_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> dict[str, torch.Tensor]:
     """Client side: check an Assignment (message or bytes) and its arrays; return the decoded float32 tensors.
 
@@ -131,6 +137,8 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
     - ``expected_client``: its client id, or ``None`` to leave the id to the caller;
     - ``max_local_steps`` / ``max_candidates``: the most steps it trains for one message and the most candidates
       per layer it probes (``too-large``): what a server may ask of it;
+    - ``proto_classes`` / ``feature_dim``: the classes whose global prototypes it may receive (``fedproto``: the
+      classes of its tasks up to this round's) and its feature width; ``None``: it receives none;
     - ``max_bytes``: limit on the declared tensor bytes (``too-large``).
 
     Checks, in order (each a :class:`ProtocolError` with the code in brackets):
@@ -151,7 +159,8 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
        ``share.<l>.A/B`` for shared layers, and with a warm start ``warm.<l>.A/B`` for every layer; the head
        ``warm.head.weight/bias`` is optional — both or neither, only with a warm start, shapes ``head_shapes``
        when given (``missing-tensor``, ``unexpected-tensor``, ``bad-shape``, ``bad-dtype``, ``non-finite``,
-       ``too-large``, ``malformed``; see :func:`protos.codec.validate_tensors`).
+       ``too-large``, ``malformed``; see :func:`protos.codec.validate_tensors`); ``proto.<c>.mean``
+       ``(feature_dim,)`` only for classes of ``proto_classes`` (``unexpected-tensor`` otherwise).
 
     Every Assignment the server builds (``server.state.GlobalState.assignment`` / ``control``) passes.
     """
@@ -200,9 +209,12 @@ def validate_assignment(assignment: pb.Assignment | bytes, arrays: Mapping[str, 
             if len(la.candidates) > max_candidates:
                 raise ProtocolError("too-large", f"layer {la.layer} has {len(la.candidates)} candidates; this client "
                                     f"probes at most {max_candidates} (run config candidates-per-layer)")
-    expected = expected_assignment_tensors(assignment, adapter_shapes=adapter_shapes, sketch_dim=sketch_dim,
-                                           head_shapes=head_shapes)
     declared = {info.name for info in assignment.manifest}
+    allowed = set(proto_classes or ())
+    protos = sorted(p[0] for p in map(parse_proto_name, declared)
+                    if p is not None and p[1] == "mean" and p[0] in allowed)
+    expected = expected_assignment_tensors(assignment, adapter_shapes=adapter_shapes, sketch_dim=sketch_dim,
+                                           head_shapes=head_shapes, prototypes=protos, feature_dim=feature_dim)
     if assignment.warm_start_leaf and WARM_HEAD_WEIGHT not in declared and WARM_HEAD_BIAS not in declared:
         del expected[WARM_HEAD_WEIGHT], expected[WARM_HEAD_BIAS]  # the optional head did not come
     return validate_tensors(arrays, assignment.manifest, expected=expected, max_bytes=max_bytes)

@@ -66,17 +66,21 @@ from protos.messages import (
     serialize,
 )
 from protos.names import (
+    PROTO_KINDS,
     WARM_HEAD_BIAS,
     WARM_HEAD_WEIGHT,
     adapter_name,
     cand_name,
     final_name,
+    parse_proto_name,
+    proto_name,
     share_name,
     sketch_name,
     warm_name,
 )
 from protos.report_validation import (
     MAX_ADAPTER_ABS,
+    MAX_FEATURE_ABS,
     MAX_SKETCH_ABS,
     ReportExpectation,
     expected_report_tensors,
@@ -107,6 +111,9 @@ __all__ = [
     "cand_name",
     "share_name",
     "warm_name",
+    "proto_name",
+    "parse_proto_name",
+    "PROTO_KINDS",
     "WARM_HEAD_WEIGHT",
     "WARM_HEAD_BIAS",
     # codec
@@ -127,6 +134,7 @@ __all__ = [
     "ReportExpectation",
     "MAX_ADAPTER_ABS",
     "MAX_SKETCH_ABS",
+    "MAX_FEATURE_ABS",
     "validate_assignment",
     "shared_parts",
     "expected_report_tensors",

@@ -75,6 +75,7 @@ def run(grid: Grid, fed: FedSettings, *, out_dir: str | Path | None = None, run_
         raise RuntimeError("no client nodes are connected")
     if not state.audit.truth:  # ground truth for the tree-quality figures: from the scenario, not from clients
         state.audit.truth = load_truth(fed, len(node_ids))
+    state.strategy.start(state, len(node_ids))
     timeout = fed.timeout_s or None
     total = state.max_rounds()
     bar = tqdm(total=total, initial=state.round, desc=f"federation ({fed.method})", unit="round", disable=not progress)

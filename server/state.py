@@ -110,7 +110,7 @@ class GlobalState:
         if warm_leaf:
             tensors.update(self.strategy.warm_tensors(warm_leaf, self.num_layers))
         arrays, manifest = encode_tensors(
-            tensors, lambda n: "float32" if n.startswith("cand.") else self.fed.wire_dtype
+            tensors, lambda n: "float32" if n.startswith(("cand.", "proto.")) else self.fed.wire_dtype
         )
         layers.sort(key=lambda la: la.layer)
         msg = make_assignment(
@@ -175,6 +175,7 @@ class GlobalState:
             report, arrays, num_layers=len(adapter_shapes), adapter_shapes=adapter_shapes,
             sketch_dim=self.fed.sketch_dim, known_leaves=known, with_sketches=method.sends_sketches,
             with_adapters=method.sends_adapters, adapter_parts=method.sent_parts, expect=expect,
+            prototypes=self.strategy.expected_prototypes(self, report), feature_dim=self.strategy.feature_dim,
         )
         if report.task_finished and (report.task_key in known):
             raise ProtocolError("malformed", f"leaf {report.task_key!r} already exists")
@@ -182,6 +183,7 @@ class GlobalState:
         new_task = info is None or info.task_index != int(report.task_index)
         info = self._record_progress(report, self._bind(report.client_id, node_id, info), rnd)
         if not method.sends_adapters:
+            self.strategy.ingest_train(self, report, tensors, info)
             return report
         self.num_layers, self.adapter_shapes = len(adapter_shapes), adapter_shapes
         self.strategy.ingest_train(self, report, tensors, info)

@@ -14,10 +14,13 @@ method send is the shared contract :class:`treelora.fed.methods.FedMethod` of th
   leaf nearest to a probe of the new task.
 * :class:`FedAvgLoRA`: every layer averaged over every client.
 * :class:`LocalOnly`: nothing shared.
+* FedSA-LoRA, FFA-LoRA, clustered FL and the sharing oracle (below), and the prototype baseline ``fedproto``
+  (:mod:`server.proto_strategy`, registered in the same registry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +65,14 @@ class Strategy:
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         self.fed = fed
         self.method: type[FedMethod] = fed_method(self.name)
+        self.feature_dim: int | None = None  # prototype methods: the feature width (trust on first use)
+
+    def start(self, state: GlobalState, num_clients: int) -> None:
+        """The loop is about to play its first round (also after a resume) with ``num_clients`` clients."""
+
+    def expected_prototypes(self, state: GlobalState, report: pb.ClientReport) -> Mapping[int, int] | None:
+        """``{class: most examples}`` whose ``proto.<c>.sum/count`` this train report must carry (None: none)."""
+        return None
 
     # ------------------------------------------------------------------ train
     def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None, rnd: int
@@ -334,6 +345,9 @@ def cosine_kmeans(x: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -
 @STRATEGY_REGISTRY.register("local-only")
 class LocalOnly(Strategy):
     """No sharing at all; reports carry counts and metrics only."""
+
+
+from . import proto_strategy as _proto_strategy  # noqa: E402,F401 - registers fedproto in STRATEGY_REGISTRY
 
 
 def make_strategy(fed: FedSettings, out_dir: Path) -> Strategy:

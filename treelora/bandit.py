@@ -377,3 +377,33 @@ class OfficialSoftmaxSampler:
         self.keys = list(state["keys"])
         self.S, self.N = np.asarray(state["S"], dtype=float), np.asarray(state["N"], dtype=float)
         self.steps_per_epoch = int(state["T"])
+
+
+class UniformRandomSelector:
+    """Ablation baseline: per layer, a stored task drawn uniformly at random every step (no statistics: the
+    observed distances are ignored). The generator is seeded; its state is the checkpoint state."""
+
+    def __init__(self, tree: TaskTree, seed: int = 0) -> None:
+        self.tree = tree
+        self.seed = seed
+        self.draws = 0
+        self.rng = np.random.default_rng(seed)
+
+    def select_all(self, t: int) -> list[str | None]:
+        """One uniformly drawn stored task per layer."""
+        keys = list(self.tree.entries)
+        if not keys:
+            return [None] * self.tree.num_layers
+        self.draws += 1
+        return [keys[int(i)] for i in self.rng.integers(len(keys), size=self.tree.num_layers)]
+
+    def update_all(self, choices: list[str | None], losses: list[float], t: int) -> None:
+        """Nothing to learn from."""
+
+    def state(self) -> dict:
+        return {"seed": self.seed, "draws": self.draws, "rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self.seed, self.draws = int(state["seed"]), int(state["draws"])
+        self.rng = np.random.default_rng(self.seed)
+        self.rng.bit_generator.state = state["rng"]  # the same sequence continues after a restore

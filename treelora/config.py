@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .heads import HEAD_REGISTRY
 from .methods import METHOD_REGISTRY
 from .registry import Registry
 from .regularizers import REGULARIZER_REGISTRY
@@ -23,7 +24,7 @@ from .tree_splits import SPLIT_REGISTRY
 SIGNATURES = ("grad", "weights")
 SPLITS = SPLIT_REGISTRY.names()  # l1-median (paper) | dot-consecutive (released) | bisect | average-linkage
 PRECISIONS = ("auto", "bf16", "fp32")
-L1_REDUCTIONS = ("sum", "mean")
+L1_REDUCTIONS = ("sum", "mean", "sqrt")
 
 
 @dataclass
@@ -41,8 +42,8 @@ class LearnerConfig:
     epochs: int = 2  # epochs per task
     batch_size: int = 32  # examples
     max_length: int = 32  # tokens per example
-    lr: float = 1e-3  # Adam learning rate for LoRA parameters
-    head_lr: float = 1e-2  # Adam learning rate for the classification head
+    lr: float = 1e-3  # Adam learning rate for LoRA parameters; 0 = LoRA frozen (what head-only sets)
+    head_lr: float = 1e-2  # Adam learning rate for the classification head; 0 = head frozen
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global L2 norm; 0 disables
@@ -63,14 +64,21 @@ class LearnerConfig:
     rebuild_every: int = 4  # rebuild the tree from scratch after this many inserts (paper preset)
     tree_budget: int = 0  # max stored task adapters; 0 = unlimited (merge closest leaves when over)
     reg_every: int = 1  # apply the regulariser every k steps (cost knob)
-    l1_reduction: str = "sum"
+    l1_reduction: str = "sum"  # l1-grad distance per layer: "sum" (Eq. 3) | "mean" (/ p) | "sqrt" (/ √p)
     fd_eps: float = 1e-3  # finite-difference step of l1-grad-fd (relative to parameter norm)
     # --- baselines ---
     olora_lambda: float = 0.5  # λ1 of O-LoRA's orthogonality loss
     ewc_lambda: float = 5e3  # EWC penalty weight
     lm_mode: str = "generate"  # causal LMs: "generate" (instruction answer, greedy decoding) | "head" (class head)
+    # --- head (treelora.heads) ---
+    head: str = "linear"  # a name in treelora.heads.HEAD_REGISTRY: "linear" | "ncm" (prototypes) | "slca" (refit)
+    head_samples: int = 256  # slca: sampled features per class for each refit
+    head_refit_epochs: int = 5  # slca: SGD epochs over the sampled features per refit
+    head_refit_lr: float = 1e-2  # slca: SGD learning rate of the refit (momentum 0.9)
+    head_moment_reset: bool = True  # zero Adam's moments of a finished task's head rows at its end (False: drift)
     # --- evaluation ---
-    task_aware: bool = False  # False = task-free inference (live adapter, logits over seen classes)
+    task_aware: bool = False  # ORACLE when True: each task scored with its own stored snapshot (BWT = 0 by
+    # construction); False = task-free inference (live adapter, logits over seen classes)
     task_incremental: bool = False  # score with the live adapter over each task's own classes (task-IL)
     eval_batch_size: int = 128
     fwt: bool = False  # also score each task before training it (its own classes) for forward transfer
@@ -92,6 +100,7 @@ class LearnerConfig:
             "split": SPLIT_REGISTRY,
             "selector": SELECTOR_REGISTRY,
             "regularizer": REGULARIZER_REGISTRY,
+            "head": HEAD_REGISTRY,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -102,7 +111,8 @@ class LearnerConfig:
             raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.lm_mode not in ("generate", "head"):
             raise ValueError(f"lm_mode={self.lm_mode!r} is not one of generate, head")
-        positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every")
+        positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every",
+                    "head_samples", "head_refit_epochs")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -111,8 +121,9 @@ class LearnerConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.lr <= 0 or self.head_lr <= 0:
-            raise ValueError("lr and head_lr must be > 0")
+        for name in ("lr", "head_lr", "head_refit_lr"):  # 0 = frozen (head-only sets lr = 0)
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (0 = frozen), got {getattr(self, name)}")
 
     @property
     def attn_implementation(self) -> str:

@@ -15,7 +15,9 @@ later task trains, a step goes (DESIGN.md §2):
 Each of selector, regulariser and method is a class registered under the name the config uses, so the learner
 never compares names. Inference is task-free by default: the live adapter and the head's logits over every class
 seen so far (while training, logits are masked to the current task's classes). ``task_aware=True`` evaluates each
-task with its own snapshot and its own classes: an upper bound.
+task with its own snapshot and its own classes: an **oracle** (its BWT and forgetting are 0 by construction), a
+reference row only. :meth:`evaluate_views` scores CIL, TIL and task inference from one forward pass
+(:mod:`treelora.evaluation`); the ``head`` variant (:mod:`treelora.heads`) decides what scores a class.
 
 The class is also the client-side engine of the federation: ``begin_task`` / ``start_epoch`` / ``train_step`` /
 ``end_task`` let a caller train a task a few steps at a time, and ``state_dict`` / ``load_state_dict`` swap one
@@ -38,6 +40,8 @@ from torch import nn
 from .adapters import LayerwiseLoRA
 from .config import LearnerConfig
 from .data import iterate_batches, steps_per_epoch
+from .evaluation import evaluate_views
+from .heads import make_head, reset_head_moments
 from .methods import make_method
 from .regularizers import REGULARIZER_REGISTRY, StepContext, plain_step
 from .selectors import make_selector
@@ -93,6 +97,7 @@ class ContinualLearner:
         )
         self.model = make_task_model(backbone, self.lora.model, num_classes, config.lm_mode, stream).to(self.device)
         self.num_classes = num_classes
+        self.classifier = make_head(config, self.model)  # what scores a class at inference (treelora.heads)
         lora_groups = [{"params": self.lora.parameters(), "lr": config.lr}]
         if config.freeze_lora_a:  # A keeps its seeded value: the same on every client of a federation
             a, b = ([self.lora.params(layer)[i] for layer in range(self.lora.num_layers)] for i in (0, 1))
@@ -190,7 +195,7 @@ class ContinualLearner:
                 self.train_step(batch)
                 if progress is not None:
                     progress.update(1)
-        return self.end_task()
+        return self.end_task(encoded)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         """One optimisation step on the open task; returns the task loss."""
@@ -273,13 +278,17 @@ class ContinualLearner:
 
         return task_loss
 
-    def end_task(self) -> TaskRecord:
-        """Close the open task: snapshot the adapter, store the signature in the tree, refresh the selector."""
+    def end_task(self, train: dict[str, torch.Tensor] | None = None) -> TaskRecord:
+        """Close the open task: let the head see the task's encoded ``train`` split (needed by the ``ncm`` and
+        ``slca`` heads), snapshot the adapter, store the signature in the tree, refresh the selector."""
         if self.current is None:
             raise RuntimeError("no open task")
         rec = self.current
         if rec.steps == 0:
             raise RuntimeError(f"task {rec.key!r} ended without a training step")
+        if self.cfg.head_moment_reset:
+            reset_head_moments(self.optimizer, getattr(self.model, "head", None), rec.classes)
+        self.classifier.finish_task(self, train, rec.classes)
         rec.mean_loss = self._loss_sum / rec.steps
         t0 = time.perf_counter()
         signature = self.signature.value()
@@ -339,6 +348,7 @@ class ContinualLearner:
             "counters": [self._inserts_since_rebuild, self._step_in_task, self._step_in_epoch, self._epoch_steps,
                          self._epoch, self._loss_sum],
             "method_state": self.method.state_dict(),
+            "head_state": self.classifier.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -358,6 +368,7 @@ class ContinualLearner:
         self.records = {k: TaskRecord(**copy.deepcopy(v)) for k, v in state["records"].items()}
         self.current = None if state["current"] is None else TaskRecord(**copy.deepcopy(state["current"]))
         self.seen_classes = list(state["seen_classes"])
+        self.classifier.load_state_dict(state.get("head_state", {}))
         (self._inserts_since_rebuild, self._step_in_task, self._step_in_epoch, self._epoch_steps, self._epoch,
          self._loss_sum) = state["counters"]
 
@@ -398,13 +409,19 @@ class ContinualLearner:
             for batch in iterate_batches(encoded, self.cfg.eval_batch_size, shuffle=False):
                 batch = self._to_device(batch)
                 with self._autocast():
-                    pred = self.model.predict(batch, classes)
+                    pred = self.classifier.predict(batch, classes)
                 correct += int((pred == batch["labels"]).sum())
         finally:
             self.model.train(was_training)
             if live is not None:
                 self.load_adapter(live)
         return correct / max(1, int(encoded["labels"].shape[0]))
+
+    def evaluate_views(self, task: Any, *, key: str | None = None,
+                       encoded: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """CIL, TIL and task-inference accuracy on a task's test split from one forward pass (with ``task_aware``
+        from the task's own snapshot: the oracle); see :func:`treelora.evaluation.evaluate_views`."""
+        return evaluate_views(self, task, key=key, encoded=encoded)
 
     # ------------------------------------------------------------------ whole stream
     def run_stream(self, stream: Any, *, epochs: list[int] | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ into the learner's task life cycle for whatever state of its own it keeps:
 * ``treelora`` (paper reading) and ``treelora-official`` (the released code's reading, DESIGN.md §8):
   presets only; the tree, selector and regulariser do the work.
 * ``seqlora``: sequential LoRA, no regulariser.
+* ``head-only``: the LoRA frozen, only the head trains (a reference row: what no adapter earned).
 * ``olora``: a fresh LoRA per task, earlier ones merged into the frozen base, orthogonality loss
   ``λ1·Σ|A_prev A_newᵀ|``.
 * ``ewc``: EWC on the LoRA parameters with the empirical Fisher of the last epoch's mini-batch gradients,
@@ -99,6 +100,21 @@ class SeqLoRA(ContinualMethod):
     """Sequential LoRA: one adapter trained through all tasks, nothing against forgetting."""
 
     preset = dict(signature="grad", selector="none", regularizer="none")
+
+
+@METHOD_REGISTRY.register("head-only")
+class HeadOnly(ContinualMethod):
+    """Reference row: the LoRA stays frozen at its initialisation (B = 0: the bare backbone), only the head trains.
+
+    Its preset sets ``lr = 0``; the LoRA gradients are also dropped after every backward (Adam skips a parameter
+    without a gradient), so an ``lr`` override (a regime preset's) cannot unfreeze it. What head-only scores is what
+    the backbone's features and the head alone give: the part of any method's score no adapter earned."""
+
+    preset = dict(signature="grad", selector="none", regularizer="none", lr=0.0)
+
+    def observe(self, grads: list[torch.Tensor]) -> None:
+        for p in self.lora.parameters():
+            p.grad = None
 
 
 @METHOD_REGISTRY.register("olora")

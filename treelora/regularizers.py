@@ -19,6 +19,7 @@ registered class; the learner needs no change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -34,8 +35,14 @@ def _layer_vectors(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) for i in range(len(grads) // 2)]
 
 
+L1_SCALES = {"sum": lambda p: 1.0, "mean": lambda p: 1.0 / p, "sqrt": lambda p: 1.0 / math.sqrt(p)}
+
+
 def _l1(diff: torch.Tensor, reduction: str) -> torch.Tensor:
-    return diff.abs().sum() if reduction == "sum" else diff.abs().mean()
+    """The layer's L1 distance times its reduction's scale: 1 (sum), 1/p (mean) or 1/√p (sqrt)."""
+    if reduction == "mean":
+        return diff.abs().mean()
+    return diff.abs().sum() * L1_SCALES[reduction](diff.numel())
 
 
 def plain_backward(loss: torch.Tensor, lora: LayerwiseLoRA) -> tuple[list[torch.Tensor], float]:
@@ -56,7 +63,8 @@ def l1_grad_backward(
 
     ``reduction="sum"`` is Eq. 3 as written; its gradient ``λ·H·sign(ĝ − G)`` grows with the layer size (the sign
     vector has norm √p), and on MiniLM it outweighs the task gradient ~20× at λ = 0.05. ``"mean"`` divides each
-    layer's distance by its size p, the scale of the bandit's ξ."""
+    layer's distance by its size p, the scale of the bandit's ξ; ``"sqrt"`` by √p, which makes the sign vector's
+    norm 1, so the regulariser's gradient ``λ·H·sign/√p`` no longer grows with the layer size."""
     params = lora.parameters()
     grads = torch.autograd.grad(loss, params + list(other_params), create_graph=True, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params + list(other_params), grads)]
@@ -104,7 +112,7 @@ def l1_grad_fd_backward(
         else:
             diff = g - t.to(g.device, g.dtype)
             reg_value += float(_l1(diff, reduction))
-            v = torch.sign(diff) / (1.0 if reduction == "sum" else diff.numel())
+            v = torch.sign(diff) * L1_SCALES[reduction](diff.numel())
         direction += [v[: a.numel()].view_as(a), v[a.numel() :].view_as(b)]
     v_norm = torch.sqrt(sum((v.float() ** 2).sum() for v in direction))
     if float(v_norm) == 0.0:
@@ -165,7 +173,7 @@ class StepContext:
     lam: float  # λ
     step_in_epoch: int  # 1-based; with steps_in_epoch the position of the released regulariser's λ ramp
     steps_in_epoch: int
-    reduction: str  # l1-grad distance per layer: "sum" | "mean"
+    reduction: str  # l1-grad distance per layer: "sum" | "mean" | "sqrt"
     fd_eps: float  # l1-grad-fd's finite-difference step
 
 

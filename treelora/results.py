@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from .evaluation import flat_view_metrics
 from .io import write_json_atomic
 from .metrics import mean_std
 
 METRIC_KEYS = ("acc", "bwt", "bwt_clipped", "forgetting")
+# the evaluation views' columns (treelora.evaluation), shown when every run of the table has them
+VIEW_KEYS = ("cil_acc", "cil_bwt", "til_acc", "til_bwt", "til_forgetting", "task_inference_acc")
+VIEW_HEADS = ("CIL ACC %", "CIL BWT %", "TIL ACC %", "TIL BWT %", "TIL forgetting %", "task-inference %")
 
 
 def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -> Path:
@@ -30,14 +34,17 @@ def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", results)
+    views = flat_view_metrics(results)  # cil_acc, til_bwt, task_inference_acc, ... (treelora.evaluation)
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", *results["metrics"].keys(), "step_time_s", "search_time_s", "wall_time_s"])
+        w.writerow(["method", "seed", *results["metrics"].keys(), *views.keys(), "step_time_s", "search_time_s",
+                    "wall_time_s"])
         w.writerow(
             [
                 results["method"],
                 results["config"]["seed"],
                 *results["metrics"].values(),
+                *views.values(),
                 results["step_time_s"],
                 sum(results["search_time_per_task_s"]),
                 sum(results["time_per_task_s"]),
@@ -84,19 +91,27 @@ def compare_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float,
         row["time_per_task_s"] = mean_std([float(np.mean(r["time_per_task_s"])) for r in rs])
         row["search_time_per_task_s"] = mean_std([float(np.mean(r["search_time_per_task_s"])) for r in rs])
         row["step_time_s"] = mean_std([float(r["step_time_s"]) for r in rs])
+        views = [flat_view_metrics(r) for r in rs]
+        if all(all(k in v for k in VIEW_KEYS) for v in views):
+            row.update({k: mean_std([v[k] for v in views]) for k in VIEW_KEYS})
+        row["oracle"] = (float(any(r.get("oracle") or r["config"].get("task_aware") for r in rs)), 0.0)
         row["seeds"] = (float(len(rs)), 0.0)
         table[method] = row
     return table
 
 
 def markdown_table(table: dict[str, dict[str, tuple[float, float]]]) -> str:
-    """Markdown: accuracies in %, times in seconds, mean ± std."""
-    head = "| method | seeds | ACC % | BWT % | clipped BWT % | forgetting % | time/task s | search/task s | step s |"
-    lines = [head, "|" + "---|" * 9]
+    """Markdown: accuracies in %, times in seconds, mean ± std; with the evaluation views (every row has them) a
+    CIL / TIL / task-inference column block; a task-aware run is marked as the oracle it is."""
+    views = bool(table) and all(all(k in row for k in VIEW_KEYS) for row in table.values())
+    heads = ["ACC %", "BWT %", "clipped BWT %", "forgetting %", *(VIEW_HEADS if views else ()),
+             "time/task s", "search/task s", "step s"]
+    lines = ["| method | seeds | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 2)]
     for method, row in table.items():
-        pct = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in METRIC_KEYS]
+        pct = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in METRIC_KEYS + (VIEW_KEYS if views else ())]
         times = [
             f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("time_per_task_s", "search_time_per_task_s", "step_time_s")
         ]
-        lines.append(f"| {method} | {int(row['seeds'][0])} | " + " | ".join(pct + times) + " |")
+        name = f"{method} (task-aware ORACLE: BWT 0 by construction)" if row.get("oracle", (0.0,))[0] else method
+        lines.append(f"| {name} | {int(row['seeds'][0])} | " + " | ".join(pct + times) + " |")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from .bandit import FlatLCBBandit, OfficialSoftmaxSampler, TreeLCBBandit
+from .bandit import FlatLCBBandit, OfficialSoftmaxSampler, TreeLCBBandit, UniformRandomSelector
 from .registry import Registry
 from .tree import TaskTree
 
@@ -123,6 +123,15 @@ class OfficialSoftmaxSelector(Selector):
 
     def select_time(self, step_in_task: int, step_in_epoch: int) -> int:
         return step_in_epoch
+
+
+@SELECTOR_REGISTRY.register("random")
+class RandomSelector(Selector):
+    """Ablation: every layer takes a stored task uniformly at random each step
+    (:class:`treelora.bandit.UniformRandomSelector`)."""
+
+    def make_algorithm(self, config: LearnerConfig, tree: TaskTree) -> UniformRandomSelector:
+        return UniformRandomSelector(tree, seed=config.seed)
 
 
 @SELECTOR_REGISTRY.register("none")

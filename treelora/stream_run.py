@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .evaluation import VIEWS, main_view, views_block
+
 if TYPE_CHECKING:
     from .learner import ContinualLearner, TaskRecord
 
@@ -32,6 +34,8 @@ def run_stream(learner: ContinualLearner, stream: Any, *, epochs: list[int] | No
         raise ValueError(f"epochs has {len(epochs)} entries for {T} tasks")
     tests = [learner.encode(task.test) for task in tasks]
     R = np.full((T, T), np.nan)
+    views = {v: np.full((T, T), np.nan) for v in VIEWS}
+    main = main_view(cfg)
     initial = None
     if cfg.fwt:
         initial = np.array([learner.evaluate(t, encoded=e, own_classes=True) for t, e in zip(tasks, tests)])
@@ -46,12 +50,17 @@ def run_stream(learner: ContinualLearner, stream: Any, *, epochs: list[int] | No
         bar.set_postfix_str(f"task {j + 1}/{T} {task.name}")
         learner.train_task(f"t{j}", task, epochs=epochs[j] if epochs else None, progress=bar)
         wall.append(time.perf_counter() - t0)
-        for i in range(j + 1):
-            R[j, i] = learner.evaluate(tasks[i], key=f"t{i}", encoded=tests[i], own_classes=cfg.task_incremental)
+        for i in range(j + 1):  # one forward pass per test set gives every view (treelora.evaluation)
+            scores = learner.evaluate_views(tasks[i], key=f"t{i}", encoded=tests[i])
+            for v in VIEWS:
+                views[v][j, i] = scores[v]
+            R[j, i] = scores[main]
         if cfg.fwt and j + 1 < T:
             R[j, j + 1] = learner.evaluate(tasks[j + 1], encoded=tests[j + 1], own_classes=True)
     bar.close()
-    return results_dict(learner, stream, R, initial, wall, [learner.records[f"t{j}"] for j in range(T)])
+    results = results_dict(learner, stream, R, initial, wall, [learner.records[f"t{j}"] for j in range(T)])
+    results["views"] = views_block(views)
+    return results
 
 
 def results_dict(
@@ -63,7 +72,8 @@ def results_dict(
     recs: list[TaskRecord],
 ) -> dict[str, Any]:
     """The results of a finished stream: accuracy matrix ``R`` (NaN = not scored), the initial accuracies (FWT),
-    wall time per task and the tasks' records, with config, stream, backbone, tree and versions."""
+    wall time per task and the tasks' records, with config, stream, backbone, tree and versions. ``run_stream`` adds
+``views``: the CIL, TIL and task-inference matrices and metrics (:mod:`treelora.evaluation`)."""
     from .metrics import summarize
 
     tasks = stream.tasks
@@ -78,6 +88,7 @@ def results_dict(
         "task_classes": [list(t.classes) for t in tasks],
         "accuracy_matrix": [[None if math.isnan(x) else float(x) for x in row] for row in R],
         "metrics": summarize(R, initial),
+        "oracle": bool(learner.cfg.task_aware),  # task-aware: each task's own snapshot, BWT 0 by construction
         "initial_accuracy": None if initial is None else initial.tolist(),
         "time_per_task_s": wall,
         "train_time_per_task_s": [r.train_time_s for r in recs],
@@ -100,8 +111,10 @@ def results_dict(
 def _family_quality(learner: ContinualLearner, tasks: list[Any]) -> dict[str, Any] | None:
     """The tree's figures against the tasks' families (a centralized tree has one leaf per task, so only the
     family-level figures — nearest-neighbour family purity, level ARI/NMI against families — say something)."""
-    from .tree_quality import tree_quality
-
+    try:
+        from .tree_quality import tree_quality
+    except ImportError:  # treelora.tree_quality lands with the tree-audit work (issue 12); until then no figures
+        return None
     if len(learner.tree) < 2:
         return None
     family = {f"t{j}": getattr(t, "family_name", t.name) for j, t in enumerate(tasks)}

@@ -33,6 +33,20 @@ def test_adapter_part_is_A_or_B(fn):
 
 def test_every_name_of_the_table_is_documented_and_re_exported():
     table = set(re.findall(r"^``([a-z]+)\.", names.__doc__, re.M))
-    assert table == {"cand", "share", "warm", "adapter", "sketch", "final"}
+    assert table == {"cand", "share", "warm", "adapter", "sketch", "final", "proto"}
     for name in names.__all__:
         assert getattr(wire, name) is getattr(names, name)
+
+
+def test_prototype_names_round_trip_and_nothing_else_parses():
+    assert names.proto_name(7, "sum") == "proto.7.sum" and names.proto_name(0, "mean") == "proto.0.mean"
+    for cls in (0, 3, 120):
+        for kind in names.PROTO_KINDS:
+            assert names.parse_proto_name(names.proto_name(cls, kind)) == (cls, kind)
+    for bad in ("proto.7", "proto.x.sum", "proto.-1.sum", "proto.07.sum", "proto.\u00b2.sum", "proto.1.var",
+                "adapter.0.A", "proto.1.sum.x", ""):
+        assert names.parse_proto_name(bad) is None, bad
+    with pytest.raises(ValueError):
+        names.proto_name(1, "var")
+    with pytest.raises(ValueError):
+        names.proto_name(-1, "sum")

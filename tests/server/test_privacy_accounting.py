@@ -24,9 +24,10 @@ def test_dp_sketches_are_accounted_per_client(tmp_path):
 
     for client in ("c0", "c1"):
         entry = priv["per_client"][client]
-        assert entry["releases"] == 4 + 2  # one sketch per round, one final sketch per finished task
+        # one sketch per round, one final sketch per finished task, one warm-start query probe (task 2)
+        assert entry["releases"] == 4 + 2 + 1
         acc = rdp.RdpAccountant()
-        acc.compose(dp_event.GaussianDpEvent(1.5), count=6)
+        acc.compose(dp_event.GaussianDpEvent(1.5), count=7)
         assert entry["epsilon"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-6)
         assert math.isfinite(entry["epsilon"]) and entry["epsilon"] > 0
     assert not res["errors"] and len(res["leaves"]) == 4

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from treelora.bandit import FlatLCBBandit, OfficialSoftmaxSampler, TreeLCBBandit
+from treelora.bandit import FlatLCBBandit, OfficialSoftmaxSampler, TreeLCBBandit, UniformRandomSelector
 from treelora.config import make_config
 from treelora.selectors import SELECTOR_REGISTRY, Selector, make_selector
 from treelora.tree import TaskTree
@@ -19,7 +19,7 @@ def tree(n: int = 5, layers: int = 2, dim: int = 6, split: str = "l1-median") ->
 
 
 ALGORITHMS = {"tree-lcb": TreeLCBBandit, "flat-lcb": FlatLCBBandit, "official-softmax": OfficialSoftmaxSampler,
-              "none": type(None)}
+              "random": UniformRandomSelector, "none": type(None)}
 
 
 @pytest.mark.parametrize("name", SELECTOR_REGISTRY.names())
@@ -92,3 +92,17 @@ def test_a_registered_selector_is_found_by_name():
         SELECTOR_REGISTRY.unregister("first-task")
     with pytest.raises(ValueError, match="first-task"):
         make_config("treelora", selector="first-task")
+
+
+def test_random_selector_draws_uniformly_and_replays_after_a_restore():
+    t = tree(n=4, layers=3)
+    sel = make_selector(make_config("treelora", selector="random"), t)
+    draws = [sel.select_all(s, s) for s in range(1, 401)]
+    counts = {k: sum(row.count(k) for row in draws) for k in t.entries}
+    assert set(counts) == set(t.entries) and min(counts.values()) > 0.8 * 1200 / 4  # ≈ 300 each
+    sel.update_all(draws[-1], [1.0, 2.0, 3.0], 400)  # ignored
+    state = sel.state()
+    again = make_selector(make_config("treelora", selector="random"), t)
+    again.load_state(state)
+    assert [again.select_all(s, s) for s in range(5)] == [sel.select_all(s, s) for s in range(5)]
+    assert make_selector(make_config("treelora", selector="random"), TaskTree(3)).select_all(1, 1) == [None] * 3

@@ -7,10 +7,10 @@ from treelora.stream_run import results_dict, run_stream, versions
 from .learners import make_learner, tiny_stream
 
 RESULT_KEYS = [
-    "method", "config", "stream", "backbone", "tasks", "task_classes", "accuracy_matrix", "metrics",
-    "initial_accuracy", "time_per_task_s", "train_time_per_task_s", "search_time_per_task_s", "reg_time_per_task_s",
-    "steps_per_task", "step_time_s", "mean_loss_per_task", "chosen_per_task", "peak_rss_mb", "cuda_peak_mb",
-    "device", "tree", "num_layers", "versions",
+    "method", "config", "stream", "backbone", "tasks", "task_families", "task_classes", "accuracy_matrix", "metrics",
+    "oracle", "initial_accuracy", "time_per_task_s", "train_time_per_task_s", "search_time_per_task_s",
+    "reg_time_per_task_s", "steps_per_task", "step_time_s", "mean_loss_per_task", "chosen_per_task", "peak_rss_mb",
+    "cuda_peak_mb", "device", "tree", "tree_quality", "num_layers", "versions", "views",
 ]
 
 
@@ -27,6 +27,14 @@ def test_results_dict_keys_are_stable_and_the_learner_delegates(stream):
     via_learner = make_learner("seqlora", stream, epochs=1).run_stream(stream)
     assert via_learner["accuracy_matrix"] == res["accuracy_matrix"]
     assert via_learner["mean_loss_per_task"] == res["mean_loss_per_task"]
+    views = res["views"]
+    assert list(views) == ["cil", "til", "task_inference"]
+    assert views["cil"]["accuracy_matrix"] == res["accuracy_matrix"]  # the headline matrix is the CIL view
+    for j, row in enumerate(views["til"]["accuracy_matrix"]):
+        for i in range(j + 1):  # TIL argmax over fewer classes: never below CIL, and task inference bounds CIL
+            assert row[i] >= views["cil"]["accuracy_matrix"][j][i]
+            assert views["task_inference"]["accuracy_matrix"][j][i] >= views["cil"]["accuracy_matrix"][j][i]
+    assert set(views["til"]["metrics"]) == {"acc", "bwt", "bwt_clipped", "forgetting"}
 
 
 def test_per_task_epochs_are_checked(stream):

@@ -9,7 +9,11 @@ it expects and validates), so adding a method is one class here plus its server 
 * ``sends_adapters``: whether a report carries the live adapter (``local-only`` sends counts and metrics only),
   and ``sent_parts``, which of its matrices (FedSA-LoRA sends only A, FFA-LoRA only B);
 * ``sends_sketches``: whether a report carries signature sketches (only a method with a global tree uses them);
-* ``learner_overrides``: learner settings the method imposes (FFA-LoRA freezes A at its shared seeded value).
+* ``learner_overrides``: learner settings the method imposes (FFA-LoRA freezes A at its shared seeded value);
+* ``sends_prototypes``: whether a report carries per-class feature sums and counts (``fedproto``) and its
+  assignments the global class prototypes;
+* ``dp_unsupported``: why the DP knobs do not cover what this method sends ("" = covered); a run config that sets
+  them is refused with this reason.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class FedMethod:
     sent_parts: ClassVar[tuple[str, ...]] = ("A", "B")
     sends_sketches: ClassVar[bool] = False
     learner_overrides: ClassVar[dict[str, object]] = {}
+    sends_prototypes: ClassVar[bool] = False
+    dp_unsupported: ClassVar[str] = ""
 
     @classmethod
     def learner_method(cls, local_method: str) -> str:
@@ -102,6 +108,24 @@ class OracleSharing(FedMethod):
     """The upper bound of what a tree can add: every layer averaged exactly among the clients whose current tasks
     are the same stream task (the server reads the scenario's ground truth). The client's own learner runs as
     configured (``local-method``)."""
+
+
+@FED_METHOD_REGISTRY.register("fedproto")
+class FedProto(FedMethod):
+    """Federated prototypes (FedProto/FedNCM family on a frozen encoder): the LoRA stays frozen (``head-only``
+    learner) and the ``ncm`` head scores; each client sends, per class of its current task, the sum of its
+    eval-mode features over its shard and their count; the server's counts-weighted global mean of every class
+    comes back as that class's prototype. No adapter and no sketch leaves a client."""
+
+    sends_adapters = False
+    sends_prototypes = True
+    learner_overrides = {"head": "ncm", "lr": 0.0}
+    dp_unsupported = ("fedproto releases per-class feature sums and counts, which dp-clip/dp-noise and "
+                      "dp-adapter-clip/dp-adapter-noise do not clip or noise; run fedproto without DP")
+
+    @classmethod
+    def learner_method(cls, local_method: str) -> str:
+        return "head-only"
 
 
 def fed_method(name: str) -> type[FedMethod]:

@@ -93,6 +93,8 @@ class FedSettings:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if (self.dp_clip > 0) != (self.dp_noise > 0) or (self.dp_adapter_clip > 0) != (self.dp_adapter_noise > 0):
             raise ValueError("differential privacy needs both a clip and a noise multiplier (or neither)")
+        if (self.dp_noise > 0 or self.dp_adapter_noise > 0) and self.fed_method.dp_unsupported:
+            raise ValueError(f"method={self.method}: {self.fed_method.dp_unsupported}")
         if not 0 < self.dp_delta < 1:
             raise ValueError(f"dp-delta must be in (0, 1), got {self.dp_delta}")
         if self.l1_reduction and self.l1_reduction not in L1_REDUCTIONS:
