@@ -1,6 +1,7 @@
 """The server's global tree over finished (client, task) leaves, in sketch space, with its rebuild schedule.
 
-A leaf's signature is its final per-layer Cauchy sketch; distances are the sketch's median estimator of the L1
+A leaf's signature is its final per-layer Cauchy sketch; the split rule is the run config's ``tree-split`` (default
+``bisect``, :mod:`treelora.tree_splits`); distances are the sketch's median estimator of the L1
 distance (:class:`treelora.sketch.LinearSketch`). Leaves are inserted as tasks finish; the tree is rebuilt after
 ``max(rebuild-every, rebuild-growth × size at the last build)`` inserts, so a small tree is rebuilt as often as a
 client's and a large one once it has grown by a fixed fraction: O(1) builds per insert amortised instead of one
@@ -38,7 +39,7 @@ class GlobalTree:
     def ensure(self, num_layers: int) -> TaskTree:
         """The tree, created empty on first use."""
         if self.tree is None:
-            self.tree = TaskTree(num_layers, split="l1-median", leaf_size=self.fed.leaf_size,
+            self.tree = TaskTree(num_layers, split=self.fed.tree_split, leaf_size=self.fed.leaf_size,
                                  distance_fn=self.distance)
         return self.tree
 
@@ -73,12 +74,12 @@ class GlobalTree:
         return [] if self.tree is None else self.tree.locate(sketch)
 
     def nearest_leaf(self, probe: list[torch.Tensor]) -> str:
-        """The entry nearest to ``probe`` (summed per-layer distance) in the tree leaf the probe routes to."""
+        """The entry nearest to ``probe``: routed down the tree (by nearness under the centroid splits), then the
+        nearest of the few entries around the leaf it reaches (:meth:`treelora.tree.TaskTree.nearest`)."""
         assert self.tree is not None and len(self.tree) > 0
-        leaf = self.tree.locate(probe)[-1]
-        L = self.tree.num_layers
-        return min(leaf.keys, key=lambda k: sum(
-            float(self.distance(l, probe[l], self.tree.entries[k].signature[l])) for l in range(L)))
+        best = self.tree.nearest(probe)
+        assert best is not None
+        return best
 
     def render(self) -> dict[str, Any] | None:
         """The tree as a nested dict for plots and results (None before the first leaf)."""

@@ -194,7 +194,7 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         steps=args.steps,
         seed=args.seed,
     )
-    tree, build_s = bulk_tree(prob, args.leaf_size)
+    tree, build_s = bulk_tree(prob, args.leaf_size, args.split)
     log(
         f"[{mode} n={n}] generated in {prob.gen_s:.1f}s, built in {build_s:.2f}s, depth {tree.depth()}, "
         f"{len(tree.leaves())} tree leaves"
@@ -240,6 +240,7 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         refresh_s.append(time.perf_counter() - t0)
     base = {
         "mode": mode,
+        "split": args.split,
         "leaves": n,
         "signature_dim": prob.sig.shape[-1],
         "layers": prob.L,
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         help="LCB exploration constants to run (2 = the learner's and the server's default)",
     )
     ap.add_argument("--leaf-size", type=int, default=1)
+    ap.add_argument("--split", default="l1-median", help="tree split rule (treelora.tree_splits)")
     ap.add_argument("--inserts", type=int, default=5, help="incremental inserts timed at each size")
     ap.add_argument("--scan-steps", type=int, default=20, help="steps at which the exact scan runs (max)")
     ap.add_argument(

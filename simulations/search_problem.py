@@ -145,9 +145,10 @@ class Problem:
         return lambda layer, a, b: sk.l1_distance(a, b)
 
 
-def bulk_tree(prob: Problem, leaf_size: int) -> tuple[TaskTree, float]:
-    """All leaves loaded as entries (as ``TaskTree.from_dict`` does), then one ``build()``; returns build seconds."""
-    tree = TaskTree(prob.L, split="l1-median", leaf_size=leaf_size, distance_fn=prob.distance_fn())
+def bulk_tree(prob: Problem, leaf_size: int, split: str = "l1-median") -> tuple[TaskTree, float]:
+    """All leaves loaded as entries (as ``TaskTree.from_dict`` does), then one ``build()`` with the ``split`` rule;
+    returns build seconds."""
+    tree = TaskTree(prob.L, split=split, leaf_size=leaf_size, distance_fn=prob.distance_fn())
     for i in range(prob.n):
         key = f"k{i}"
         tree.entries[key] = TreeEntry(key, list(prob.sig[i].unbind(0)), [key], 1.0, None)

@@ -19,9 +19,10 @@ from .methods import METHOD_REGISTRY
 from .registry import Registry
 from .regularizers import REGULARIZER_REGISTRY
 from .selectors import SELECTOR_REGISTRY
+from .tree_splits import SPLIT_REGISTRY
 
 SIGNATURES = ("grad", "weights")
-SPLITS = ("l1-median", "dot-consecutive")
+SPLITS = SPLIT_REGISTRY.names()  # l1-median (paper) | dot-consecutive (released) | bisect | average-linkage
 PRECISIONS = ("auto", "bf16", "fp32")
 L1_REDUCTIONS = ("sum", "mean", "sqrt")
 
@@ -50,7 +51,8 @@ class LearnerConfig:
     # --- TreeLoRA ---
     signature: str = "grad"  # "grad" (paper) | "weights" (released code)
     signature_scale_by_layers: bool = False  # released code adds A/T L times per step (a uniform scale)
-    split: str = "l1-median"  # "l1-median" (paper) | "dot-consecutive" (released code)
+    split: str = "l1-median"  # a name in treelora.tree_splits.SPLIT_REGISTRY: "l1-median" (paper) | "dot-consecutive"
+    # (released code) | "bisect" (signal-weighted 2-means over all layers) | "average-linkage"
     selector: str = "tree-lcb"  # a name in treelora.selectors.SELECTOR_REGISTRY
     regularizer: str = "l1-grad"  # a name in treelora.regularizers.REGULARIZER_REGISTRY
     lam: float = 0.5  # regulariser weight λ (0.1 vision / 0.5 language in the paper)
@@ -95,7 +97,7 @@ class LearnerConfig:
         choices: dict[str, tuple[str, ...] | Registry] = {
             "method": METHOD_REGISTRY,
             "signature": SIGNATURES,
-            "split": SPLITS,
+            "split": SPLIT_REGISTRY,
             "selector": SELECTOR_REGISTRY,
             "regularizer": REGULARIZER_REGISTRY,
             "head": HEAD_REGISTRY,

@@ -323,6 +323,13 @@ class ContinualLearner:
                 self.model.head.weight.copy_(state["head.weight"])
                 self.model.head.bias.copy_(state["head.bias"])
 
+    def probe_signature(self, examples: list[Any], classes: list[int], *, batches: int, kind: str, seed: int
+                        ) -> list[torch.Tensor]:
+        """The task's shared-probe signature (:func:`treelora.probe.probe_signature`); live state untouched."""
+        from .probe import probe_signature
+
+        return probe_signature(self, examples, classes, batches=batches, kind=kind, seed=seed)
+
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue in a new process: adapter, head, optimiser, tree, selector statistics,

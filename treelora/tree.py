@@ -1,15 +1,12 @@
-"""The layer-wise hierarchical similarity tree over finished tasks (DESIGN.md §2 "Tree").
+"""The hierarchical similarity tree over finished tasks (DESIGN.md §2 "Tree").
 
-A K-D tree whose level ``d`` splits on layer ``d``: shallow levels group tasks broadly (input-side layers hold
-shared, low-level knowledge), deep levels are task-specific. Two split rules:
-
-* ``l1-median`` (paper): at a node take its tasks' layer-d signatures, the group mean ``m`` and each task's
-  distance ``‖G_i[d] − m‖₁``; tasks at or below the median distance go left (ties left). If a side is empty the
-  tasks are split in half by distance. An inserted task is routed by the same rule (distance to the stored ``m``
-  against the stored threshold), so insert and rebuild agree on the points the split was built from.
-* ``dot-consecutive`` (released code): built from consecutive differences ``Δ_0 = G_0, Δ_i = G_i − G_{i−1}``;
-  score ``s_i = ⟨Δ_i[d], mean Δ[d]⟩``; ``s ≥ median`` goes left; an empty side falls back to halving the task list.
-  The released code rebuilds after every task, so insert is a rebuild.
+A binary tree over stored task entries whose split rule is a registered class (:mod:`treelora.tree_splits`):
+``l1-median`` (paper: level ``d`` splits on layer ``d``), ``dot-consecutive`` (released code), ``bisect``
+(signal-weighted 2-means over all layers, the federation's default) and ``average-linkage``. An inserted task is
+routed down by the rule and only the leaf it reaches is re-split (or, for a non-incremental rule, the whole tree
+is rebuilt); a full rebuild every ``rebuild_every`` inserts re-fits the splits. :meth:`TaskTree.nearest` finds the
+stored entry nearest to a query in O(depth): route down, then compare the few entries under the lowest ancestor
+holding at least ``among`` of them.
 
 The median is ``torch.median`` (the lower middle value for an even count). Distances go through ``distance_fn``
 so that the same tree works on exact signatures (exact L1) and on Cauchy sketches (median estimator). Node ids
@@ -22,53 +19,18 @@ members so every original task stays reachable through :meth:`TaskTree.entry_of`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import heapq
 from typing import Any
 
 import torch
 
-Signature = list[torch.Tensor]
-DistanceFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+from .tree_node import DistanceFn, Node, Signature, TreeEntry, l1_distance
+from .tree_splits import SPLIT_REGISTRY, CentroidRule, weighted
+
+__all__ = ["TaskTree", "Node", "TreeEntry", "Signature", "DistanceFn", "l1_distance", "TREE_FORMAT_VERSION"]
+
 TREE_FORMAT_VERSION = 1
-
-
-def l1_distance(layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact L1 distance along the last dimension (broadcasts: ``b`` may be ``(k, p)``)."""
-    return (a - b).abs().sum(dim=-1)
-
-
-@dataclass
-class TreeEntry:
-    """A stored task (or a merge of several): its per-layer signature and optional adapter payload."""
-
-    key: str
-    signature: Signature
-    members: list[str]
-    weight: float = 1.0
-    payload: dict[str, torch.Tensor] | None = None
-
-
-@dataclass
-class Node:
-    """A tree node. ``keys`` are the entry keys below it; a leaf has no children."""
-
-    path: str
-    depth: int
-    keys: list[str]
-    children: list[Node] = field(default_factory=list)
-    center: torch.Tensor | None = None  # layer-d mean the split measured against
-    threshold: float | None = None  # split value (median distance or median score)
-
-    @property
-    def is_leaf(self) -> bool:
-        return not self.children
-
-    def walk(self) -> Iterator[Node]:
-        """Pre-order traversal."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
+NEAREST_AMONG = 4  # entries compared at the end of a nearest-leaf descent (the reached leaf and its near siblings)
 
 
 class TaskTree:
@@ -85,12 +47,13 @@ class TaskTree:
     ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if split not in ("l1-median", "dot-consecutive"):
-            raise ValueError(f"split must be 'l1-median' or 'dot-consecutive', got {split!r}")
+        if split not in SPLIT_REGISTRY:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_REGISTRY)}, got {split!r}")
         if leaf_size < 1:
             raise ValueError(f"leaf_size must be >= 1, got {leaf_size}")
         self.num_layers = num_layers
         self.split = split
+        self.rule = SPLIT_REGISTRY.get(split)()
         self.leaf_size = leaf_size
         self.max_depth = min(max_depth or num_layers, num_layers)
         self.distance_fn = distance_fn
@@ -127,9 +90,9 @@ class TaskTree:
         weight: float = 1.0,
         rebuild: bool = False,
     ) -> None:
-        """Add a finished task. Incremental insert for ``l1-median`` unless ``rebuild``; always a rebuild for
-        ``dot-consecutive`` (as released). Validation happens before any change, so a bad signature leaves the
-        tree as it was."""
+        """Add a finished task. Incremental insert unless ``rebuild``, or the rule is not incremental
+        (``dot-consecutive``: always a rebuild, as released). Validation happens before any change, so a bad
+        signature leaves the tree as it was."""
         if not key or "+" in key:
             raise ValueError(f"task key {key!r} must be non-empty and must not contain '+' (used for merges)")
         if key in self.entries or key in self._member_index:
@@ -137,7 +100,7 @@ class TaskTree:
         signature = self._check_signature(key, signature)
         self.entries[key] = TreeEntry(key, signature, [key], float(weight), payload)
         self._member_index[key] = key
-        if rebuild or self.root is None or self.split == "dot-consecutive":
+        if rebuild or self.root is None or not self.rule.incremental:
             self.build()
         else:
             self._insert(key)
@@ -145,71 +108,11 @@ class TaskTree:
     def build(self) -> None:
         """Rebuild the whole tree from the stored entries."""
         keys = list(self.entries)
-        if not keys:
-            self.root = None
-        elif self.split == "l1-median":
-            self.root = self._build_l1(keys, 0, "")
-        else:
-            deltas = self._consecutive_differences(keys)
-            self.root = self._build_dot(keys, deltas, 0, "")
+        self.root = self.rule.build(self, keys, 0, "") if keys else None
         self._reindex()
 
     def _is_leaf_set(self, keys: list[str], depth: int) -> bool:
         return len(keys) <= self.leaf_size or depth >= self.max_depth
-
-    def _build_l1(self, keys: list[str], depth: int, path: str) -> Node:
-        node = Node(path, depth, list(keys))
-        if self._is_leaf_set(keys, depth):
-            return node
-        x = torch.stack([self.entries[k].signature[depth] for k in keys])
-        center = x.mean(dim=0)
-        dist = self.distance_fn(depth, center, x)
-        threshold = float(torch.median(dist))
-        left = [k for k, d in zip(keys, dist.tolist()) if d <= threshold]
-        right = [k for k, d in zip(keys, dist.tolist()) if d > threshold]
-        if not left or not right:
-            order = torch.argsort(dist, stable=True).tolist()
-            half = (len(keys) + 1) // 2
-            left = [keys[i] for i in sorted(order[:half])]
-            right = [keys[i] for i in sorted(order[half:])]
-            threshold = float(dist[order[half - 1]])
-        node.center, node.threshold = center, threshold
-        node.children = [self._build_l1(left, depth + 1, path + "0"), self._build_l1(right, depth + 1, path + "1")]
-        return node
-
-    def _consecutive_differences(self, keys: list[str]) -> dict[str, Signature]:
-        deltas: dict[str, Signature] = {}
-        prev: Signature | None = None
-        for k in keys:
-            sig = self.entries[k].signature
-            deltas[k] = list(sig) if prev is None else [a - b for a, b in zip(sig, prev)]
-            prev = sig
-        return deltas
-
-    def _build_dot(self, keys: list[str], deltas: dict[str, Signature], depth: int, path: str) -> Node:
-        node = Node(path, depth, list(keys))
-        if depth >= self.max_depth or len(keys) <= 1:
-            return node
-        x = torch.stack([deltas[k][depth] for k in keys])
-        center = x.mean(dim=0)
-        score = x @ center
-        threshold = float(torch.median(score))
-        left = [k for k, s in zip(keys, score.tolist()) if s >= threshold]
-        right = [k for k, s in zip(keys, score.tolist()) if s < threshold]
-        if not left or not right:
-            half = len(keys) // 2
-            left, right = keys[:half], keys[half:]
-        node.center, node.threshold = center, threshold
-        node.children = [
-            self._build_dot(left, deltas, depth + 1, path + "0"),
-            self._build_dot(right, deltas, depth + 1, path + "1"),
-        ]
-        return node
-
-    def _route(self, node: Node, signature: Signature) -> Node:
-        assert node.center is not None and node.threshold is not None
-        dist = float(self.distance_fn(node.depth, node.center, signature[node.depth]))
-        return node.children[0] if dist <= node.threshold else node.children[1]
 
     def _insert(self, key: str) -> None:
         assert self.root is not None
@@ -219,10 +122,11 @@ class TaskTree:
             node.keys.append(key)
             if node.is_leaf:
                 break
-            node = self._route(node, signature)
+            node = node.children[self.rule.route(self, node, signature)]
         if not self._is_leaf_set(node.keys, node.depth):
-            rebuilt = self._build_l1(node.keys, node.depth, node.path)
+            rebuilt = self.rule.build(self, node.keys, node.depth, node.path)
             node.children, node.center, node.threshold = rebuilt.children, rebuilt.center, rebuilt.threshold
+            node.metric = rebuilt.metric
         self._index(node)  # only the reached leaf (now perhaps a small subtree) changed: O(leaf size), not O(tree)
         self.version += 1
 
@@ -298,15 +202,44 @@ class TaskTree:
         signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
         out, node = [self.root], self.root
         while not node.is_leaf:
-            if self.split == "l1-median":
-                node = self._route(node, signature)
-            else:
-                assert node.center is not None and node.threshold is not None
-                last = self.entries[list(self.entries)[-1]].signature[node.depth]
-                score = float((signature[node.depth] - last) @ node.center)
-                node = node.children[0] if score >= node.threshold else node.children[1]
+            node = node.children[self.rule.route(self, node, signature)]
             out.append(node)
         return out
+
+    def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG) -> str | None:
+        """The stored entry nearest to a query (None for an empty tree) among a few entries found by routing.
+        Centroid splits (``bisect``, ``average-linkage``): best-first descent by the distance to the children's
+        centres under the root's layer weights (one scale for the whole tree, so the priorities compare), taking
+        leaves until ``among`` entries are gathered (the reached leaf and its nearest siblings: O(among · depth)),
+        compared under the same weights. Median splits: the split rule's route
+        to a leaf, then the lowest ancestor holding at least ``among`` entries, compared by the summed per-layer
+        distance."""
+        if self.root is None:
+            return None
+        signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
+        metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
+        if isinstance(self.rule, CentroidRule):
+            keys: list[str] = []
+            heap: list[tuple[float, int, Node]] = [(0.0, 0, self.root)]
+            tick = 1
+            while heap and len(keys) < among:
+                _, _, node = heapq.heappop(heap)
+                if node.is_leaf:
+                    keys += node.keys
+                    continue
+                assert node.center is not None
+                for i, child in enumerate(node.children):
+                    heapq.heappush(heap, (float(weighted(self, metric, node.center[i], signature)), tick, child))
+                    tick += 1
+        else:
+            path = self.locate(signature)
+            at = len(path) - 1
+            while at > 0 and len(path[at].keys) < among:
+                at -= 1
+            keys = path[at].keys
+        xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
+        d = weighted(self, metric, torch.cat(signature), xs)
+        return keys[int(torch.argmin(d))]
 
     # ------------------------------------------------------------------ budget
     def merge_to_budget(self, budget: int) -> list[tuple[str, str, str]]:
@@ -366,6 +299,7 @@ class TaskTree:
                 "keys": list(n.keys),
                 "center": n.center,
                 "threshold": n.threshold,
+                "metric": n.metric,
                 "children": [node_dict(c) for c in n.children],
             }
 
@@ -409,6 +343,7 @@ class TaskTree:
                 [node_from(c) for c in d["children"]],
                 d["center"],
                 d["threshold"],
+                d.get("metric"),
             )
 
         tree.root = None if data["root"] is None else node_from(data["root"])

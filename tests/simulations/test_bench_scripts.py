@@ -116,3 +116,25 @@ def test_bench_fed_accuracy_tiny_pairs_seeds_and_bounds_by_the_oracle(tmp_path, 
     data = _json(tmp_path / "fed_accuracy.json")
     assert data["seeds"] == [0, 1] and len(data["summary"]["fedavg-lora"]["per_seed_acc"]) == 2
     assert {r["method"] for r in data["paired"]} == {"local-only", "fedavg-lora", "oracle-sharing"}
+
+
+def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
+    from simulations import bench_tree_purity, purity_signatures
+
+    monkeypatch.setitem(purity_signatures.SCENARIOS, "tiny",
+                        {"scenario": "families", "families": 2, "clients": 4, "tasks_per_client": 1})
+    argv = ["--scenarios", "tiny", "--seeds", "0", "--noise", "0", "0.01", "--splits", "l1-median", "bisect",
+            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path), "--set", "backbone=tiny-bert",
+            "stream=synthetic-text", "train_per_class=8", "local_steps=1", "rounds_per_task=1", "batch_size=4",
+            "probe_batches=1", "max_length=12"]
+    assert bench_tree_purity.main(argv) == 0
+    assert "| tiny | probe-grad |" in capsys.readouterr().out
+    data = _json(tmp_path / "tree_purity.json")
+    rows = data["rows"]
+    assert {(r["signature"], r["noise"], r["split"]) for r in rows} == {
+        (k, 0.0, s) for k in ("live", "probe-grad", "probe-fisher") for s in ("l1-median", "bisect")} | {
+        ("probe-grad", 0.01, s) for s in ("l1-median", "bisect")}
+    for r in rows:
+        assert r["leaves"] == 4 and r["warm_start"]["total"] == 4 and 0 <= r["nn_purity"]["overall"]["rate"] <= 1
+        assert (r["epsilon_per_client"] is None) == (r["noise"] == 0)
+    assert bench_tree_purity.main(argv) == 0  # the second run reads the cached signatures

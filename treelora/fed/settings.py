@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
 from ..overrides import coerce
+from ..tree_splits import SPLIT_REGISTRY
 from .methods import FedMethod, fed_method
 from .scenarios import SCENARIOS
 
@@ -64,6 +65,8 @@ class FedSettings:
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
     leaf_size: int = 1  # tasks per tree leaf (the server's tree and the clients')
+    tree_split: str = "bisect"  # the server's tree split (treelora.tree_splits): bisect | average-linkage |
+    # l1-median (paper) | dot-consecutive (released); the clients' own trees follow their learner method's preset
     rebuild_every: int = 4  # inserts between tree rebuilds (clients; the server's minimum)
     rebuild_growth: float = 0.25  # server: also wait until the tree grew by this fraction since its last rebuild
     eval_every: int = 0  # rounds between global evaluations (0 = only at the end)
@@ -102,6 +105,8 @@ class FedSettings:
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
         if self.tree_signature not in TREE_SIGNATURES:
             raise ValueError(f"tree-signature must be one of {', '.join(TREE_SIGNATURES)}, got {self.tree_signature!r}")
+        if self.tree_split not in SPLIT_REGISTRY:
+            raise ValueError(f"tree-split must be one of {', '.join(SPLIT_REGISTRY)}, got {self.tree_split!r}")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
 

@@ -1,0 +1,71 @@
+"""The shared-probe signature: the same on every node given the seed, whatever the live state; live state untouched."""
+
+import pytest
+import torch
+
+from treelora.probe import reference_adapter
+
+from .learners import assert_same, make_learner, tiny_stream
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return tiny_stream()
+
+
+def _train_a_bit(learner, task, steps=3):
+    learner.begin_task("t0", task.classes)
+    enc = learner.encode(task.train)
+    learner.start_epoch(steps)
+    from treelora.data import iterate_batches
+
+    for i, batch in enumerate(iterate_batches(enc, 8, shuffle=True, seed=1)):
+        learner.train_step(batch)
+        if i + 1 >= steps:
+            break
+
+
+@pytest.mark.parametrize("kind", ["probe-grad", "probe-fisher"])
+def test_same_seed_same_signature_whatever_the_live_state(stream, kind):
+    task = stream.tasks[0]
+    a = make_learner("seqlora", stream, seed=0)
+    b = make_learner("seqlora", stream, seed=5)
+    _train_a_bit(b, task)  # different adapter, head, optimiser state
+    sa = a.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
+    sb = b.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
+    assert len(sa) == a.lora.num_layers and [s.numel() for s in sa] == a.lora.layer_dims()
+    assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(sa, sb))
+    assert all(float(x.abs().sum()) > 0 for x in sa)  # B != 0 at the reference: A's gradient does not vanish
+    if kind == "probe-fisher":
+        assert all(bool((x >= 0).all()) for x in sa)
+    other = a.probe_signature(stream.tasks[1].train, stream.tasks[1].classes, batches=2, kind=kind, seed=7)
+    assert not all(torch.allclose(x, y) for x, y in zip(sa, other))
+
+
+def test_live_state_is_left_byte_identical(stream):
+    task = stream.tasks[0]
+    learner = make_learner("seqlora", stream)
+    _train_a_bit(learner, task)
+    learner.model.train()
+    before = learner.state_dict()
+    grads = [None if p.grad is None else p.grad.clone() for p in learner.lora.parameters()]
+    rng = torch.get_rng_state()
+    learner.probe_signature(task.train, task.classes, batches=2, kind="probe-grad", seed=3)
+    assert_same(learner.state_dict(), before)
+    assert learner.model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = [None if p.grad is None else p.grad for p in learner.lora.parameters()]
+    assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(grads, after))
+
+
+def test_reference_adapter_depends_on_the_seed_only():
+    shapes = [((2, 4), (4, 2))] * 2
+    assert_same(reference_adapter(shapes, 1), reference_adapter(shapes, 1))
+    assert not torch.equal(reference_adapter(shapes, 1)["0.B"], reference_adapter(shapes, 2)["0.B"])
+    assert float(reference_adapter(shapes, 1)["1.B"].abs().sum()) > 0
+
+
+def test_unknown_kind_is_refused(stream):
+    learner = make_learner("seqlora", stream)
+    with pytest.raises(ValueError, match="probe kind"):
+        learner.probe_signature(stream.tasks[0].train, stream.tasks[0].classes, batches=1, kind="live", seed=0)

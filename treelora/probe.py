@@ -1,0 +1,119 @@
+"""Shared-probe task signatures: a task's gradient (or diagonal Fisher) at one reference point every node shares.
+
+The live signature (:mod:`treelora.signatures`) is the gradient at a client's *own* adapter, which differs from
+client to client, so two clients training the same task need not produce nearby signatures. Clustered FL compares
+updates at one shared model and Task2Vec compares Fisher information at one fixed probe network; the shared probe
+does the same here (issue 12): a reference LoRA and head generated from ``seed`` alone — identical on every node —
+at which each task's loss gradient is measured on a few seeded mini-batches of the client's own examples.
+
+* Reference LoRA, layer l: ``A ~ U(-1/sqrt(d_in), 1/sqrt(d_in))`` (peft's Kaiming-uniform bound) and
+  ``B ~ U(-b, b)`` with ``b = 0.1 / sqrt(r)``: B must not be 0, or the gradient with respect to A vanishes.
+* Reference head: ``W ~ U(-1/sqrt(h), 1/sqrt(h))`` (``nn.Linear``'s bound), bias 0. Same task → same classes →
+  the same head rows on every node; a causal LM in generate mode has no head.
+* ``probe-grad``: the mean over batches of each layer's flattened ``[dL/dA, dL/dB]``; ``probe-fisher``: the mean of
+  its elementwise square (a diagonal empirical Fisher over mini-batch gradients).
+
+Every tensor is drawn from a ``torch.Generator`` seeded from a SHA-256 of ``(seed, layer, part)``, so it depends
+on nothing else (not on the global RNG, the live state, the device). The model runs in eval mode (no dropout), so
+the signature is a deterministic function of (seed, examples, classes, batches). The live adapter, head, their
+``.grad`` fields, the optimiser, the train/eval mode and the global RNG are restored exactly afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .data import iterate_batches
+
+if TYPE_CHECKING:
+    from .learner import ContinualLearner
+
+__all__ = ["PROBE_KINDS", "reference_adapter", "reference_head", "probe_signature"]
+
+PROBE_KINDS = ("probe-grad", "probe-fisher")
+B_SCALE = 0.1  # B's bound is B_SCALE / sqrt(r)
+
+
+def _generator(seed: int, *parts: object) -> torch.Generator:
+    key = "|".join(["treelora-probe/v1", str(int(seed)), *map(str, parts)]).encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1))
+
+
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torch.Tensor:
+    return ((torch.rand(shape, dtype=torch.float64, generator=gen) * 2 - 1) * bound).to(torch.float32)
+
+
+def reference_adapter(shapes: list[tuple[tuple[int, ...], tuple[int, ...]]], seed: int) -> dict[str, torch.Tensor]:
+    """The reference LoRA as a snapshot ``{"<l>.A", "<l>.B"}`` for layers of ``(A shape, B shape)``."""
+    out = {}
+    for layer, (a_shape, b_shape) in enumerate(shapes):
+        r, d_in = a_shape
+        out[f"{layer}.A"] = _uniform(tuple(a_shape), 1.0 / math.sqrt(d_in), _generator(seed, layer, "A"))
+        out[f"{layer}.B"] = _uniform(tuple(b_shape), B_SCALE / math.sqrt(r), _generator(seed, layer, "B"))
+    return out
+
+
+def reference_head(num_classes: int, hidden: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference head ``(weight (C, h), bias (C,))``."""
+    return _uniform((num_classes, hidden), 1.0 / math.sqrt(hidden), _generator(seed, "head")), torch.zeros(num_classes)
+
+
+def probe_signature(learner: ContinualLearner, examples: list[Any], classes: list[int], *, batches: int, kind: str,
+                    seed: int) -> list[torch.Tensor]:
+    """Per LoRA layer, the task's ``probe-grad`` or ``probe-fisher`` signature (CPU float32, the layer's
+    ``[A, B]`` length) on the first ``batches`` seeded mini-batches of ``examples`` (batch size of the learner's
+    config), at the reference point of ``seed``; the learner's live state is left exactly as it was."""
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"probe kind must be one of {', '.join(PROBE_KINDS)}, got {kind!r}")
+    if batches < 1 or not examples:
+        raise ValueError(f"a probe needs >= 1 batch and some examples, got {batches} batches, {len(examples)} examples")
+    lora, model = learner.lora, learner.model
+    head = getattr(model, "head", None)
+    params = lora.parameters() + ([] if head is None else list(head.parameters()))
+    saved_grads = [p.grad for p in params]
+    live = learner.adapter_state()
+    was_training = model.training
+    shapes = [tuple(tuple(p.shape) for p in lora.params(layer)) for layer in range(lora.num_layers)]
+    ref = reference_adapter(shapes, seed)  # type: ignore[arg-type]
+    encoded = learner.encode(examples)
+    cls = torch.tensor(sorted(int(c) for c in classes), device=learner.device)
+    acc: list[torch.Tensor] | None = None
+    n = 0
+    try:
+        with torch.random.fork_rng(devices=[learner.device] if learner.device.type == "cuda" else []):
+            lora.load_snapshot(ref)
+            if head is not None:
+                w, b = reference_head(head.weight.shape[0], head.weight.shape[1], seed)
+                with torch.no_grad():
+                    head.weight.copy_(w)
+                    head.bias.copy_(b)
+            model.eval()
+            for batch in iterate_batches(encoded, learner.cfg.batch_size, shuffle=True, seed=int(seed) & 0x7FFFFFFF):
+                for p in params:
+                    p.grad = None
+                batch = {k: v.to(learner.device) for k, v in batch.items()}
+                with learner._autocast():
+                    loss = model.loss(batch, cls)
+                loss.float().backward()
+                g = [v.float() for v in lora.grad_vectors()]
+                if kind == "probe-fisher":
+                    g = [v * v for v in g]
+                acc = [v.clone() for v in g] if acc is None else [a.add_(v) for a, v in zip(acc, g)]
+                n += 1
+                if n >= batches:
+                    break
+    finally:
+        lora.load_snapshot(live)
+        if head is not None:
+            with torch.no_grad():
+                head.weight.copy_(live["head.weight"])
+                head.bias.copy_(live["head.bias"])
+        for p, g in zip(params, saved_grads):
+            p.grad = g
+        model.train(was_training)
+    assert acc is not None
+    return [(a / n).detach().to("cpu", torch.float32) for a in acc]
