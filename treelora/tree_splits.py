@@ -189,7 +189,7 @@ class Bisect(CentroidRule):
     """Signal-weighted 2-means bisection over all layers (module docstring)."""
 
     iterations: ClassVar[int] = 20
-    starts: ClassVar[int] = 4  # 2-means starts per node (the best objective wins)
+    starts: ClassVar[int] = 8  # 2-means starts per node (the best objective wins)
     focus: ClassVar[float] = 2.0  # exponent of a layer's neighbour ratio in its weight
     fit_sample: ClassVar[int] = 512  # tasks a node's 2-means is fitted on (then every task is assigned once)
     weight_sample: ClassVar[int] = 128  # tasks the layer weights are measured on (pairwise: O(sample² L))

@@ -84,7 +84,7 @@ def test_reports_return_xi_for_pulled_candidates(treelora_run):
 
 
 def test_aggregation_groups_follow_the_tree(tmp_path):
-    _, fed = setup(tmp_path)
+    _, fed = setup(tmp_path, **{"tree-split": "l1-median"})  # the paper's split, whose geometry this test spells out
     state = GlobalState(fed, tmp_path)
     state.num_layers = 3
     a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
@@ -111,6 +111,31 @@ def test_aggregation_groups_follow_the_tree(tmp_path):
     assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.0))  # c0 and c1 only
     assert set(state.shares["c2"]) == {0}  # the root is everyone's; deeper layers stay personal
     assert torch.allclose(state.shares["c2"][0]["A"], torch.full((2, 4), 13.0 / 3))
+
+
+def test_aggregation_groups_follow_the_clustering_tree(tmp_path):
+    _, fed = setup(tmp_path)
+    assert fed.tree_split == "bisect"
+    state = GlobalState(fed, tmp_path)
+    state.num_layers = 3
+    a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    b = {l: {"A": torch.full((2, 4), 3.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    c = {l: {"A": torch.full((2, 4), 9.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    # two well-separated clusters of leaves: the clients in one cluster share deeper layers, a lone client does not
+    tree = state.strategy.index.ensure(3)
+    g = torch.Generator().manual_seed(0)
+    here = [torch.zeros(fed.sketch_dim) for _ in range(3)]
+    there = [torch.full((fed.sketch_dim,), 50.0) for _ in range(3)]
+    for i in range(4):
+        tree.add(f"x{i}/t0", [v + torch.randn(fed.sketch_dim, generator=g) for v in here], rebuild=True)
+        tree.add(f"y{i}/t0", [v + torch.randn(fed.sketch_dim, generator=g) for v in there], rebuild=True)
+    state.strategy.sketches = {"c0": here, "c1": here, "c2": there}
+    state.round_adapters = {"c0": (a, 1), "c1": (b, 1), "c2": (c, 1)}
+    state.aggregate()
+    assert set(state.shares["c0"]) == set(state.shares["c1"]) == {0, 1, 2}
+    assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.0))
+    assert set(state.shares["c2"]) == {0}
+    assert state.strategy.index.nearest_leaf([v + 0.1 for v in there]).startswith("y")
 
 
 def test_fedavg_and_local_only_baselines(tmp_path):
