@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -112,6 +113,22 @@ def tree_figures(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float 
     return out
 
 
+def layer_precision(rs: list[dict]) -> str:
+    """Each layer's sharing-group precision and recall, averaged over the seeds' runs that formed groups there."""
+    per: dict[str, list[tuple[float, float | None]]] = {}
+    for r in rs:
+        for layer, s in ((r.get("tree_quality") or {}).get("sharing") or {}).items():
+            if s.get("precision") is not None:
+                per.setdefault(layer, []).append((s["precision"], s.get("recall")))
+    parts = []
+    for layer in sorted(per, key=int):
+        ps = [p for p, _ in per[layer]]
+        rc = [r for _, r in per[layer] if r is not None]
+        parts.append(f"{layer}: {100 * np.mean(ps):.0f}% / {100 * np.mean(rc):.0f}%" if rc else
+                     f"{layer}: {100 * np.mean(ps):.0f}% / -")
+    return ", ".join(parts) or "no groups"
+
+
 def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str] | None, preset: dict,
            machine: dict) -> int:
     """Tables (mean ± sd, paired differences to the reference with 95% intervals), the oracle-gain share, JSON."""
@@ -145,6 +162,9 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
                   "|---|---|---|---|---|---|---|---|"]
         for method, f in tree_rows.items():
             table.append(f"| {method} | " + " | ".join(_fmt(f[k]) for k in TREE_FIGURES) + " |")
+        table += ["", "sharing-group precision per layer (mean over seeds; layer: precision / recall):"]
+        for method, rs in rows.items():
+            table.append(f"- {method}: " + layer_precision(rs))
     values = {m: {s: r["metrics"]["acc"]["mean"] for s, r in zip(args.seeds, rs)} for m, rs in rows.items()}
     paired = None
     if args.reference in values:
@@ -165,7 +185,7 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
     meta = {
         "date": str(date.today()),
         "machine": machine,
-        "command": "python -m simulations.bench_fed_accuracy " + " ".join(argv or []),
+        "command": "python -m simulations.bench_fed_accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
         "preset": preset,
         "clients": args.clients,
         "seeds": args.seeds,
@@ -173,6 +193,7 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
         "paired": paired,
         "oracle_gain_share": gain,
         "tree_figures": tree_rows,
+        "tree_quality_per_seed": {m: [r.get("tree_quality") for r in rs] for m, rs in rows.items()},
         "table": text,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)

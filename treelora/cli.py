@@ -39,6 +39,27 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         raise SystemExit(f"--set: {exc}") from None
 
 
+DEFAULT_SIZES = {"train_per_class": 64, "test_per_class": 16, "num_tasks": None, "data_seed": None}
+
+
+def train_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config overrides, stream sizes)`` of ``train``: the ``--preset`` file's, then ``--set`` on top (config);
+    explicit stream options over the preset's ``[stream]`` over :data:`DEFAULT_SIZES` (stream)."""
+    from .presets import load_preset
+
+    config: dict[str, Any] = {}
+    preset_sizes: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        try:
+            config, preset_sizes = load_preset(args.preset)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"--preset: {exc}") from None
+    config.update(parse_overrides(args.set or []))
+    sizes = {k: getattr(args, k) if getattr(args, k, None) is not None else preset_sizes.get(k, default)
+             for k, default in DEFAULT_SIZES.items()}
+    return config, sizes
+
+
 def parse_epochs(text: str) -> tuple[int | None, list[int] | None]:
     """``"2"`` → (2, None); ``"2,1,3"`` → (None, [2, 1, 3]) per task."""
     parts = [int(x) for x in text.split(",") if x.strip()]
@@ -51,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .backbones import load_backbone
+    from .evaluation import flat_view_metrics
     from .export import save_task_adapters
     from .learner import ContinualLearner
     from .plots import plot_metric_bars
@@ -59,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.set or [])
+    overrides, sizes = train_settings(args)
     epochs, per_task = parse_epochs(args.epochs) if args.epochs else (None, None)
     if epochs is not None:
         overrides["epochs"] = epochs
@@ -68,11 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         stream = load_stream(
             args.stream,
-            seed=args.data_seed if args.data_seed is not None else seed,
+            seed=sizes["data_seed"] if sizes["data_seed"] is not None else seed,
             order=order,
-            train_per_class=args.train_per_class,
-            test_per_class=args.test_per_class,
-            num_tasks=args.num_tasks,
+            train_per_class=sizes["train_per_class"],
+            test_per_class=sizes["test_per_class"],
+            num_tasks=sizes["num_tasks"],
         )
         for method in args.method:
             cfg = make_config(method, seed=seed, **overrides)
@@ -87,9 +109,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             results["wall_time_s"] = time.perf_counter() - t0
             run_dir = write_run(results, out / (args.label or method) / f"seed{seed}", plots=not args.no_plots)
             save_task_adapters(learner, run_dir, backbone=args.backbone, stream=stream)  # for `treelora export`
-            m = results["metrics"]
+            m, v = results["metrics"], flat_view_metrics(results)
             print(
                 f"   ACC {100 * m['acc']:.2f}%  BWT {100 * m['bwt']:.2f}%  forgetting {100 * m['forgetting']:.2f}%"
+                f"  | CIL {100 * v['cil_acc']:.2f}%  TIL {100 * v['til_acc']:.2f}% (BWT {100 * v['til_bwt']:.2f})"
+                f"  task-inference {100 * v['task_inference_acc']:.2f}%{'  [ORACLE]' if cfg.task_aware else ''}"
                 f"  step {1000 * results['step_time_s']:.1f} ms  -> {run_dir}",
                 flush=True,
             )
@@ -158,6 +182,9 @@ def cmd_list(_: argparse.Namespace) -> int:
           "line; the format is in README.md, 'Your own task stream'; check a file with `treelora check-stream FILE`)")
     print("backbones:", ", ".join(list_backbones()), "(or a local model directory)")
     print("config:   ", ", ".join(f.name for f in config_fields()))
+    from .presets import list_presets
+
+    print("presets:  ", ", ".join(list_presets()), "(treelora train --preset NAME|FILE)")
     return 0
 
 
@@ -175,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", default=None, help="epochs per task: N, or a comma list per task")
     t.add_argument("--order", default=None, help="task order as a comma list of indices")
     t.add_argument("--num-tasks", type=int, default=None)
-    t.add_argument("--train-per-class", type=int, default=64)
-    t.add_argument("--test-per-class", type=int, default=16)
+    t.add_argument("--train-per-class", type=int, default=None, help="default: the preset's, else 64")
+    t.add_argument("--test-per-class", type=int, default=None, help="default: the preset's, else 16")
+    t.add_argument("--preset", default=None, metavar="NAME|FILE",
+                   help="a regime preset (simulations/presets/centralized/NAME.toml or a TOML file); --set wins")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     t.add_argument("--label", default=None, help="name of this variant in the results (default: the method)")
     t.add_argument("--threads", type=int, default=0)

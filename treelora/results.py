@@ -34,14 +34,17 @@ def write_run(results: dict[str, Any], out: str | Path, *, plots: bool = True) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", results)
+    views = flat_view_metrics(results)  # cil_acc, til_bwt, task_inference_acc, ... (treelora.evaluation)
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", *results["metrics"].keys(), "step_time_s", "search_time_s", "wall_time_s"])
+        w.writerow(["method", "seed", *results["metrics"].keys(), *views.keys(), "step_time_s", "search_time_s",
+                    "wall_time_s"])
         w.writerow(
             [
                 results["method"],
                 results["config"]["seed"],
                 *results["metrics"].values(),
+                *views.values(),
                 results["step_time_s"],
                 sum(results["search_time_per_task_s"]),
                 sum(results["time_per_task_s"]),

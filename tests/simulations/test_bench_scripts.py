@@ -138,3 +138,61 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
         assert r["leaves"] == 4 and r["warm_start"]["total"] == 4 and 0 <= r["nn_purity"]["overall"]["rate"] <= 1
         assert (r["epsilon_per_client"] is None) == (r["noise"] == 0)
     assert bench_tree_purity.main(argv) == 0  # the second run reads the cached signatures
+
+
+def test_bench_central_tiny(tmp_path, capsys):
+    from simulations import bench_central
+
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\nlr = 5e-3\n"
+                      "[stream]\ntrain_per_class = 8\ntest_per_class = 4\n")
+    argv = ["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks", "2",
+            "--seeds", "0", "1", "--variants", "seqlora", "treelora-sqrt", "head-only", "oracle", "--threads", "1",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    assert bench_central.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| head-only (reference) |" in out and "| oracle (reference) |" in out and "TIL BWT" in out
+    data = _json(tmp_path / "central_tiny.json")
+    til = {r["method"]: r for r in data["tables"]["til_bwt"]}
+    assert til["oracle"]["values"] == [0.0, 0.0]  # task-aware: BWT 0 by construction
+    assert til["head-only"]["vs_reference"]["n"] == 2 and til["seqlora"]["vs_reference"] is None
+    assert (tmp_path / "central_tiny.md").read_text().startswith("# Centralized benchmark")
+    h2h = {(r["variant"], r["vs"], r["metric"]) for r in data["head_to_head"]}
+    assert ("treelora-sqrt", "seqlora", "til_bwt") in h2h and all(r["diff"]["n"] == 2 for r in data["head_to_head"])
+    assert bench_central.main(argv) == 0  # a second call reads the runs back (resume) and writes the same table
+    assert _json(tmp_path / "central_tiny.json")["tables"] == data["tables"]
+
+
+def test_bench_reg_scale_tiny(tmp_path, capsys):
+    from simulations import bench_reg_scale
+
+    rc = bench_reg_scale.main(["--backbone", "tiny-bert", "--stream", "synthetic-text", "--steps", "2",
+                               "--task0-steps", "2", "--train-per-class", "8", "--batch-size", "4", "--threads", "1",
+                               "--out", str(tmp_path)])
+    assert rc == 0
+    assert "| sqrt |" in capsys.readouterr().out
+    rows = {r["reduction"]: r for r in _json(tmp_path / "reg_scale.json")["rows"]}
+    p = 512  # tiny-bert's LoRA layer size: sum / sqrt = √p, sqrt / mean = √p (same batch, same masks)
+    assert rows["sum"]["ratio_median"] / rows["sqrt"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
+    assert rows["sqrt"]["ratio_median"] / rows["mean"]["ratio_median"] == pytest.approx(p ** 0.5, rel=1e-3)
+
+
+def test_tune_lr_never_reads_the_test_split(tmp_path, capsys):
+    from simulations import tune_lr
+    from treelora.streams import load_stream
+
+    base = load_stream("synthetic-text", train_per_class=10, test_per_class=4)
+    val = tune_lr.validation_stream(base, 0.2)
+    test_texts = {e.text for t in base.tasks for e in t.test}
+    for t, b in zip(val.tasks, base.tasks):
+        assert {e.text for e in t.train} | {e.text for e in t.test} == {e.text for e in b.train}
+        val_texts = {e.text for e in t.test}
+        assert not (val_texts & test_texts) and not ({e.text for e in t.train} & val_texts)
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\n"
+                      "[stream]\ntrain_per_class = 8\ntest_per_class = 4\n")
+    rc = tune_lr.main(["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks",
+                       "2", "--lrs", "1e-3", "5e-3", "--threads", "1", "--out", str(tmp_path)])
+    assert rc == 0 and "| seqlora | 0.005 |" in capsys.readouterr().out
+    data = _json(tmp_path / "tune_lr_tiny.json")
+    assert data["chosen"]["seqlora"] in (1e-3, 5e-3) and len(data["rows"]) == 2

@@ -32,8 +32,8 @@ def test_registry_registers_in_order_names_classes_and_rejects_unknown_names():
 
 
 def test_builtin_names_in_registration_order():
-    assert METHOD_REGISTRY.names() == ("treelora", "treelora-official", "seqlora", "olora", "ewc")
-    assert SELECTOR_REGISTRY.names() == ("tree-lcb", "flat-lcb", "official-softmax", "none")
+    assert METHOD_REGISTRY.names() == ("treelora", "treelora-official", "seqlora", "head-only", "olora", "ewc")
+    assert SELECTOR_REGISTRY.names() == ("tree-lcb", "flat-lcb", "official-softmax", "random", "none")
     assert REGULARIZER_REGISTRY.names() == ("l1-grad", "l1-grad-fd", "official", "none")
     assert METHODS == METHOD_REGISTRY.names()
     assert PRESETS["treelora"] == dict(signature="grad", split="l1-median", selector="tree-lcb", regularizer="l1-grad")

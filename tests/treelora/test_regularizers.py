@@ -47,7 +47,8 @@ def objective(lora, x, y, targets, lam, reduction="sum"):
     params = lora.parameters()
     grads = torch.autograd.grad(loss_fn(lora, x, y), params, create_graph=True)
     diffs = [(torch.cat([grads[2 * i].flatten(), grads[2 * i + 1].flatten()]) - t).abs() for i, t in enumerate(targets)]
-    reg = sum(d.sum() if reduction == "sum" else d.mean() for d in diffs)
+    scale = {"sum": lambda p: 1.0, "mean": lambda p: 1.0 / p, "sqrt": lambda p: p ** -0.5}[reduction]
+    reg = sum(d.sum() * scale(d.numel()) for d in diffs)
     return loss_fn(lora, x, y) + lam * reg
 
 
@@ -68,7 +69,7 @@ def numeric_gradient(lora, x, y, targets, lam, h=1e-6, reduction="sum"):
     return out
 
 
-@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "sqrt"])
 def test_l1_grad_matches_finite_differences(reduction):
     lora, x, y, targets = setup()
     lam = 0.7
@@ -90,7 +91,14 @@ def test_l1_grad_skips_layers_without_target():
         assert torch.allclose(p.grad, g)
 
 
-@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_sqrt_reduction_is_the_l1_distance_over_root_p():
+    from treelora.regularizers import _l1
+
+    d = torch.tensor([1.0, -2.0, 0.5, 0.5])  # p = 4, ‖d‖₁ = 4
+    assert float(_l1(d, "sum")) == 4.0 and float(_l1(d, "mean")) == 1.0 and float(_l1(d, "sqrt")) == 2.0
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "sqrt"])
 def test_finite_difference_variant_approximates_exact(reduction):
     lora, x, y, targets = setup(2)
     lam = 0.7

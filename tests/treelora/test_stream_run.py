@@ -8,9 +8,9 @@ from .learners import make_learner, tiny_stream
 
 RESULT_KEYS = [
     "method", "config", "stream", "backbone", "tasks", "task_families", "task_classes", "accuracy_matrix", "metrics",
-    "oracle", "initial_accuracy", "time_per_task_s", "train_time_per_task_s", "search_time_per_task_s", "reg_time_per_task_s",
-    "steps_per_task", "step_time_s", "mean_loss_per_task", "chosen_per_task", "peak_rss_mb", "cuda_peak_mb",
-    "device", "tree", "tree_quality", "num_layers", "versions", "views",
+    "oracle", "initial_accuracy", "time_per_task_s", "train_time_per_task_s", "search_time_per_task_s",
+    "reg_time_per_task_s", "steps_per_task", "step_time_s", "mean_loss_per_task", "chosen_per_task", "peak_rss_mb",
+    "cuda_peak_mb", "device", "tree", "tree_quality", "num_layers", "versions", "views",
 ]
 
 
