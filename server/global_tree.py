@@ -1,15 +1,17 @@
 """The server's global tree over finished (client, task) leaves, in sketch space, with its rebuild schedule.
 
 A leaf's signature is its final per-layer Cauchy sketch; the split rule is the run config's ``tree-split`` (default
-``bisect``, :mod:`treelora.tree_splits`); distances are the sketch's median estimator of the L1
-distance (:class:`treelora.sketch.LinearSketch`). Leaves are inserted as tasks finish; the tree is rebuilt after
-``max(rebuild-every, rebuild-growth × size at the last build)`` inserts, so a small tree is rebuilt as often as a
-client's and a large one once it has grown by a fixed fraction: O(1) builds per insert amortised instead of one
-O(N) build every few inserts.
+``bisect-linkage``, :mod:`treelora.tree_linkage`); distances are the sketch's median estimator of the L1
+distance (:class:`treelora.sketch.LinearSketch`). Leaves are inserted as tasks finish; while the tree holds fewer
+than ``rebuild-below`` leaves every insert rebuilds it (cheap at that size, and an incremental insert only
+re-splits the leaf it reaches, so the clusters above it drift until the next build); beyond that it is rebuilt
+after ``max(rebuild-every, rebuild-growth × size at the last build)`` inserts, once it has grown by a fixed
+fraction: O(1) builds per insert amortised instead of one O(N) build every few inserts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +58,8 @@ class GlobalTree:
         tree = self.ensure(len(final))
         self.inserts += 1
         self.since_build += 1
-        rebuild = self.since_build >= max(self.fed.rebuild_every, self.fed.rebuild_growth * self.built_size)
+        rebuild = (len(tree) < self.fed.rebuild_below
+                   or self.since_build >= max(self.fed.rebuild_every, self.fed.rebuild_growth * self.built_size))
         tree.add(key, final, weight=weight, rebuild=rebuild)
         if rebuild:
             self.since_build, self.built_size = 0, len(tree)
@@ -74,13 +77,12 @@ class GlobalTree:
         """Root-to-leaf path of a running task's sketch ([] for an empty tree)."""
         return [] if self.tree is None else self.tree.locate(sketch)
 
-    def nearest_leaf(self, probe: list[torch.Tensor]) -> str:
-        """The entry nearest to ``probe``: routed down the tree (by nearness under the centroid splits), then the
-        nearest of the few entries around the leaf it reaches (:meth:`treelora.tree.TaskTree.nearest`)."""
+    def nearest_leaf(self, probe: list[torch.Tensor], where: Callable[[str], bool] | None = None) -> str | None:
+        """The entry nearest to ``probe`` among those ``where`` accepts (None when none does): routed down the tree
+        (by nearness under the centroid splits), then the nearest of the few entries around the leaf it reaches
+        (:meth:`treelora.tree.TaskTree.nearest`)."""
         assert self.tree is not None and len(self.tree) > 0
-        best = self.tree.nearest(probe)
-        assert best is not None
-        return best
+        return self.tree.nearest(probe, where=where)
 
     def render(self) -> dict[str, Any] | None:
         """The tree as a nested dict for plots and results (None before the first leaf)."""

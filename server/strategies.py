@@ -80,6 +80,20 @@ class Strategy:
         """This client's per-layer candidates, their tensors and a warm-start leaf (with its tensors)."""
         return [], {}, ""
 
+    def _nearest_candidates(self, client: str, sketch: list[torch.Tensor] | None) -> list[str] | None:
+        """``candidate-rule = nearest``: the ``candidates-per-layer`` leaves of other clients nearest the client's
+        current sketch (by routing, :meth:`GlobalTree.nearest_leaf`), the same for every layer; None without a
+        sketch (then the LCB bandit picks)."""
+        if sketch is None:
+            return None
+        out: list[str] = []
+        while len(out) < self.fed.candidates_per_layer:
+            leaf = self.index.nearest_leaf(sketch, where=lambda k: not owns(client, k) and k not in out)
+            if leaf is None:
+                break
+            out.append(leaf)
+        return out
+
     def warm_tensors(self, leaf: str, num_layers: int) -> dict[str, torch.Tensor]:
         """The tensors that warm-start a task from ``leaf``."""
         raise NotImplementedError(f"{self.name} has no warm starts")
@@ -175,11 +189,16 @@ class TreeLoRAFed(Strategy):
                 self.bandits.pop(client, None)  # a new task: statistics start afresh
             bandit = self._bandit(client, state.num_layers)
             info.bandit_t += 1
-            path = self.index.locate(self.sketches[client]) if client in self.sketches else []
+            sketch = self.sketches.get(client)
+            path = self.index.locate(sketch) if sketch is not None else []
+            nearest = self._nearest_candidates(client, sketch) if self.fed.candidate_rule == "nearest" else None
             for layer in range(state.num_layers):
                 chosen: list[str] = []
                 for _ in range(self.fed.candidates_per_layer):
-                    leaf = bandit.select(layer, info.bandit_t, lambda k: not owns(client, k) and k not in chosen)
+                    if nearest is not None:
+                        leaf = nearest[len(chosen)] if len(chosen) < len(nearest) else None
+                    else:
+                        leaf = bandit.select(layer, info.bandit_t, lambda k: not owns(client, k) and k not in chosen)
                     if leaf is None:
                         break
                     chosen.append(leaf)
@@ -218,7 +237,11 @@ class TreeLoRAFed(Strategy):
         state.privacy.record(client, sketches=1, adapters=0)  # the probe is a release too
         if len(self.index) == 0:
             return ""
-        best = self.index.nearest_leaf([tensors[sketch_name(l)] for l in range(state.num_layers)])
+        probe = [tensors[sketch_name(l)] for l in range(state.num_layers)]
+        if self.fed.tree_signature != "live":  # the new task's own signature: the client's place from now on
+            self.sketches[client] = probe
+        best = self.index.nearest_leaf(probe, where=lambda k: not owns(client, k)) or self.index.nearest_leaf(probe)
+        assert best is not None
         self.warm[client] = best
         state.audit.record_warm(client, report.task_key, best, self.index.keys())
         return best

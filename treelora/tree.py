@@ -20,6 +20,7 @@ members so every original task stays reachable through :meth:`TaskTree.entry_of`
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -209,16 +210,18 @@ class TaskTree:
             out.append(node)
         return out
 
-    def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG) -> str | None:
+    def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG,
+                where: Callable[[str], bool] | None = None) -> str | None:
         """The stored entry nearest to a query (None for an empty tree) among a few entries found by routing.
         Centroid splits (``bisect``, ``average-linkage``): best-first descent by the distance to the children's
         centres under the root's layer weights (one scale for the whole tree, so the priorities compare), taking
         leaves until ``among`` entries are gathered (the reached leaf and its nearest siblings: O(among · depth)),
         compared under the same weights. Median splits: the split rule's route
         to a leaf, then the lowest ancestor holding at least ``among`` entries, compared by the summed per-layer
-        distance."""
+        distance. ``where`` keeps only the entries it accepts (None when no entry passes)."""
         if self.root is None:
             return None
+        ok = where or (lambda k: True)
         signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
         metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         if isinstance(self.rule, CentroidRule):
@@ -228,7 +231,7 @@ class TaskTree:
             while heap and len(keys) < among:
                 _, _, node = heapq.heappop(heap)
                 if node.is_leaf:
-                    keys += node.keys
+                    keys += [k for k in node.keys if ok(k)]
                     continue
                 assert node.center is not None
                 for i, child in enumerate(node.children):
@@ -237,9 +240,11 @@ class TaskTree:
         else:
             path = self.locate(signature)
             at = len(path) - 1
-            while at > 0 and len(path[at].keys) < among:
+            while at > 0 and sum(map(ok, path[at].keys)) < among:
                 at -= 1
-            keys = path[at].keys
+            keys = [k for k in path[at].keys if ok(k)]
+        if not keys:
+            return None
         xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
         d = weighted(self, metric, torch.cat(signature), xs)
         return keys[int(torch.argmin(d))]

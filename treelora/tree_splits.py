@@ -48,7 +48,7 @@ from .tree_node import Node, Signature
 if TYPE_CHECKING:
     from .tree import TaskTree
 
-__all__ = ["SPLIT_REGISTRY", "SplitRule", "L1Median", "DotConsecutive", "Bisect", "AverageLinkage", "weighted"]
+__all__ = ["SPLIT_REGISTRY", "SplitRule", "L1Median", "DotConsecutive", "Bisect", "CentroidRule", "weighted"]
 
 SPLIT_REGISTRY: Registry[type[SplitRule]] = Registry("tree split")
 
@@ -288,56 +288,9 @@ class Bisect(CentroidRule):
         return [torch.stack([tree.entries[k].signature[l] for k in keys]) for l in range(tree.num_layers)]
 
 
-@SPLIT_REGISTRY.register("average-linkage")
-class AverageLinkage(CentroidRule):
-    """UPGMA over the per-layer-normalised summed distance (module docstring)."""
-
-    def build(self, tree: TaskTree, keys: list[str], depth: int, path: str) -> Node:
-        L = tree.num_layers
-        xs = Bisect._layers(tree, keys)
-        n = len(keys)
-        per_layer = torch.stack([torch.stack([tree.distance_fn(l, xs[l][i], xs[l]).to(torch.float64)
-                                              for i in range(n)]) for l in range(L)])  # (L, n, n)
-        mean = per_layer.sum(dim=(1, 2)) / max(1, n * (n - 1))
-        metric = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.zeros_like(mean))
-        dist = (per_layer * metric.view(L, 1, 1)).sum(0)
-        # clusters: id -> member indices; merges recorded as id -> (left id, right id)
-        members: dict[int, list[int]] = {i: [i] for i in range(n)}
-        children: dict[int, tuple[int, int]] = {}
-        active = list(range(n))
-        d = {(i, j): float(dist[i, j]) for i in range(n) for j in range(i + 1, n)}
-        nxt = n
-        while len(active) > 1:
-            (a, b), _ = min(((p, v) for p, v in d.items()), key=lambda pv: (pv[1], pv[0]))
-            members[nxt] = sorted(members[a] + members[b])
-            children[nxt] = (a, b)
-            active = [c for c in active if c not in (a, b)]
-            na, nb = len(members[a]), len(members[b])
-            for c in active:
-                da = d.pop((min(a, c), max(a, c)))
-                db = d.pop((min(b, c), max(b, c)))
-                d[(c, nxt)] = (na * da + nb * db) / (na + nb)
-            d.pop((a, b))
-            active.append(nxt)
-            nxt += 1
-        root = active[0]
-        return self._node(tree, keys, root, members, children, metric, depth, path)
-
-    def _node(self, tree: TaskTree, keys: list[str], cid: int, members: dict[int, list[int]],
-              children: dict[int, tuple[int, int]], metric: torch.Tensor, depth: int, path: str) -> Node:
-        mine = [keys[i] for i in members[cid]]
-        node = Node(path, depth, mine)
-        if tree._is_leaf_set(mine, depth) or cid not in children:
-            return node
-        a, b = children[cid]
-        if min(members[a]) > min(members[b]):  # left child holds the earliest entry: a stable layout
-            a, b = b, a
-        node = self._internal(tree, node, [keys[i] for i in members[a]], [keys[i] for i in members[b]], metric)
-        node.children = [self._node(tree, keys, a, members, children, metric, depth + 1, path + "0"),
-                         self._node(tree, keys, b, members, children, metric, depth + 1, path + "1")]
-        return node
-
-
 def make_split(name: str) -> SplitRule:
     """The split rule registered under ``name``."""
     return SPLIT_REGISTRY.get(name)()
+
+
+from . import tree_linkage as _tree_linkage  # noqa: E402,F401  (registers average-linkage and bisect-linkage)

@@ -113,9 +113,10 @@ def test_aggregation_groups_follow_the_tree(tmp_path):
     assert torch.allclose(state.shares["c2"][0]["A"], torch.full((2, 4), 13.0 / 3))
 
 
-def test_aggregation_groups_follow_the_clustering_tree(tmp_path):
-    _, fed = setup(tmp_path)
-    assert fed.tree_split == "bisect"
+@pytest.mark.parametrize("split", ["bisect-linkage", "bisect", "average-linkage"])
+def test_aggregation_groups_follow_the_clustering_tree(tmp_path, split):
+    assert FedSettings().tree_split == "bisect-linkage"  # the default
+    _, fed = setup(tmp_path, **{"tree-split": split})
     state = GlobalState(fed, tmp_path)
     state.num_layers = 3
     a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
@@ -268,3 +269,20 @@ def test_released_local_method_federates_without_errors(tmp_path):
     reports = [pb.ClientReport.FromString(unpack(m.content)[0]) for m in grid.received
                if m.metadata.message_type == "train"]
     assert any(r.pulls for r in reports)
+
+
+def test_nearest_candidate_rule_offers_the_nearest_leaf_of_another_client(tmp_path):
+    _, fed = setup(tmp_path)
+    assert fed.candidate_rule == "nearest"
+    state = GlobalState(fed, tmp_path)
+    state.num_layers = 3
+    tree = state.strategy.index.ensure(3)
+    g = torch.Generator().manual_seed(0)
+    here = [torch.zeros(fed.sketch_dim) for _ in range(3)]
+    there = [torch.full((fed.sketch_dim,), 50.0) for _ in range(3)]
+    for key, centre in (("c0/t0", here), ("c1/t0", here), ("c2/t0", there), ("c3/t0", there)):
+        tree.add(key, [v + torch.randn(fed.sketch_dim, generator=g) for v in centre], rebuild=True)
+    assert state.strategy._nearest_candidates("c0", here) == ["c1/t0"]  # never its own leaf
+    assert state.strategy._nearest_candidates("c2", here) == ["c0/t0"] or \
+        state.strategy._nearest_candidates("c2", here) == ["c1/t0"]
+    assert state.strategy._nearest_candidates("c0", None) is None  # no sketch yet: the LCB bandit picks

@@ -14,8 +14,14 @@ RC = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2
       "sketch-dim": 64, "dp-clip": 1.0, "dp-noise": 1.5}
 
 
-def test_dp_sketches_are_accounted_per_client(tmp_path):
-    rc = dict(RC, **{"out-dir": str(tmp_path / "server")})
+@pytest.mark.parametrize("signature,releases", [
+    # live: one sketch per round, one final sketch per finished task, one warm-start query probe (task 2)
+    ("live", 4 + 2 + 1),
+    # shared probe: one release per task (sent with every report of the task), plus the warm-start query's own
+    ("probe-grad", 2 + 1),
+])
+def test_dp_sketches_are_accounted_per_client(tmp_path, signature, releases):
+    rc = dict(RC, **{"out-dir": str(tmp_path / "server"), "tree-signature": signature})
     res = run(LocalGrid(client_app, 2, run_config=rc, state_dir=str(tmp_path / "c")), FedSettings.from_run_config(rc),
               progress=False)
     priv = res["privacy"]
@@ -24,10 +30,9 @@ def test_dp_sketches_are_accounted_per_client(tmp_path):
 
     for client in ("c0", "c1"):
         entry = priv["per_client"][client]
-        # one sketch per round, one final sketch per finished task, one warm-start query probe (task 2)
-        assert entry["releases"] == 4 + 2 + 1
+        assert entry["releases"] == releases
         acc = rdp.RdpAccountant()
-        acc.compose(dp_event.GaussianDpEvent(1.5), count=7)
+        acc.compose(dp_event.GaussianDpEvent(1.5), count=releases)
         assert entry["epsilon"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-6)
         assert math.isfinite(entry["epsilon"]) and entry["epsilon"] > 0
     assert not res["errors"] and len(res["leaves"]) == 4

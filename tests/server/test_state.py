@@ -16,10 +16,10 @@ from treelora.tree import TaskTree
 SHAPES = [((2, 8), (8, 2))] * 3
 
 
-def grown(tmp_path, leaves: int, clients: int = 5) -> tuple[FedSettings, SynthFed]:
+def grown(tmp_path, leaves: int, clients: int = 5, **settings) -> tuple[FedSettings, SynthFed]:
     # every client finishes a task every round: a schedule of one round per task, long enough for the test
     fed = FedSettings(method="treelora", backbone="tiny-bert", out_dir=str(tmp_path), sketch_dim=32,
-                      rounds_per_task=1, tasks_per_client=1000)
+                      rounds_per_task=1, tasks_per_client=1000, **settings)
     synth = SynthFed(fed, tmp_path, SHAPES, seed=0, clusters=4)
     made, rnd = 0, 1
     while made < leaves:
@@ -83,7 +83,10 @@ def test_global_tree_rebuilds_geometrically_not_every_few_inserts(tmp_path, monk
         original(self)
 
     monkeypatch.setattr(TaskTree, "build", counting_build)
-    grown(tmp_path, 200, clients=10)
+    grown(tmp_path / "small", 40, clients=10)
+    assert builds == list(range(1, 41))  # below rebuild-below (256) leaves: every insert rebuilds
+    builds.clear()
+    grown(tmp_path, 200, clients=10, rebuild_below=0)
     rebuilds = builds[1:]  # the first insert builds the one-leaf tree
     assert rebuilds[:4] == [4, 8, 12, 16]  # a small tree: every rebuild-every = 4 inserts, as on a client
     for before, after in zip(rebuilds, rebuilds[1:]):

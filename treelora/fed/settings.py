@@ -26,6 +26,7 @@ __all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
 
 NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
 TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher")
+CANDIDATE_RULES = ("nearest", "lcb")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class FedSettings:
     seed: int = 0
     sketch_dim: int = 256  # s, coordinates per layer sketch
     sketch_kind: str = "cauchy"  # cauchy (L1) | gaussian (L2)
-    tree_signature: str = "live"  # what leaves are placed by: live (the running signature at the client's own
+    tree_signature: str = "probe-grad"  # what leaves are placed by: live (the running signature at the client's own
     # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter)
     probe_batches: int = 4  # mini-batches of a shared-probe signature
     sketch_seed: int = 1234  # shared by every node: the same seed gives the same sketch matrices
@@ -65,8 +66,12 @@ class FedSettings:
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
     leaf_size: int = 1  # tasks per tree leaf (the server's tree and the clients')
-    tree_split: str = "bisect"  # the server's tree split (treelora.tree_splits): bisect | average-linkage |
-    # l1-median (paper) | dot-consecutive (released); the clients' own trees follow their learner method's preset
+    tree_split: str = "bisect-linkage"  # the server's tree split (treelora.tree_splits, tree_linkage):
+    # bisect-linkage | bisect | average-linkage | l1-median (paper) | dot-consecutive (released); the clients' own
+    # trees follow their learner method's preset
+    candidate_rule: str = "nearest"  # treelora: how a client's per-layer candidates are chosen: nearest (the leaves
+    # of other clients nearest its current sketch, by routing) | lcb (the paper's per-client LCB bandit descent)
+    rebuild_below: int = 256  # server: leaves up to which the tree is rebuilt at every insert
     rebuild_every: int = 4  # inserts between tree rebuilds (clients; the server's minimum)
     rebuild_growth: float = 0.25  # server: also wait until the tree grew by this fraction since its last rebuild
     eval_every: int = 0  # rounds between global evaluations (0 = only at the end)
@@ -88,7 +93,8 @@ class FedSettings:
                      "candidates_per_layer", "leaf_size", "rebuild_every", "clusters", "probe_batches"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth", "lcb_c"):
+        for name in ("dp_clip", "dp_noise", "dp_adapter_clip", "dp_adapter_noise", "rebuild_growth", "lcb_c",
+                     "rebuild_below"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if (self.dp_clip > 0) != (self.dp_noise > 0) or (self.dp_adapter_clip > 0) != (self.dp_adapter_noise > 0):
@@ -105,6 +111,8 @@ class FedSettings:
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
         if self.tree_signature not in TREE_SIGNATURES:
             raise ValueError(f"tree-signature must be one of {', '.join(TREE_SIGNATURES)}, got {self.tree_signature!r}")
+        if self.candidate_rule not in CANDIDATE_RULES:
+            raise ValueError(f"candidate-rule must be one of {', '.join(CANDIDATE_RULES)}, got {self.candidate_rule!r}")
         if self.tree_split not in SPLIT_REGISTRY:
             raise ValueError(f"tree-split must be one of {', '.join(SPLIT_REGISTRY)}, got {self.tree_split!r}")
         if self.scenario not in SCENARIOS:
