@@ -31,7 +31,7 @@ from .tree_splits import SPLIT_REGISTRY, CentroidRule, weighted
 __all__ = ["TaskTree", "Node", "TreeEntry", "Signature", "DistanceFn", "l1_distance", "TREE_FORMAT_VERSION"]
 
 TREE_FORMAT_VERSION = 1
-NEAREST_AMONG = 4  # entries compared at the end of a nearest-leaf descent (the reached leaf and its near siblings)
+NEAREST_AMONG = 8  # entries compared at the end of a nearest-leaf descent (the reached leaf and its near siblings)
 
 
 class TaskTree:
@@ -246,7 +246,7 @@ class TaskTree:
         if not keys:
             return None
         xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
-        d = weighted(self, metric, torch.cat(signature), xs)
+        d = weighted(self, torch.ones(self.num_layers), torch.cat(signature), xs)  # plain summed distance
         return keys[int(torch.argmin(d))]
 
     # ------------------------------------------------------------------ budget

@@ -6,7 +6,9 @@
   O(N² L) distances and the merging O(N³) (vectorised: one argmin over the matrix per merge), so it suits trees up
   to a few hundred tasks.
 * ``bisect-linkage`` (the federation's default): ``bisect``'s signal-weighted 2-means splits a node while it holds
-  more than ``linkage_below`` tasks, and UPGMA builds every subtree below that size. 2-means is a greedy top-down
+  more than ``linkage_below`` tasks, and UPGMA over the plain summed per-layer distance (no layer normalisation:
+  on the federation's shared-probe sketches it kept at least as many task clades as the normalised sum, BENCHMARKS.md
+  "Tree purity") builds every subtree below that size. 2-means is a greedy top-down
   cut: on a few dozen leaves it can separate two leaves of one task that UPGMA, which joins mutual nearest
   neighbours first, keeps together; at 10^4 leaves UPGMA alone is too slow. The top of a large tree stays O(N · L ·
   depth) and the bottom O(linkage_below² · L) per subtree.
@@ -62,6 +64,8 @@ def upgma(dist: np.ndarray) -> tuple[dict[int, list[int]], dict[int, tuple[int, 
 class AverageLinkage(CentroidRule):
     """UPGMA over the per-layer-normalised summed distance (module docstring)."""
 
+    normalise_layers: ClassVar[bool] = True  # weight layer l by 1 / its mean pairwise distance (else all 1)
+
     def build(self, tree: TaskTree, keys: list[str], depth: int, path: str) -> Node:
         L = tree.num_layers
         xs = Bisect._layers(tree, keys)
@@ -69,7 +73,8 @@ class AverageLinkage(CentroidRule):
         per_layer = torch.stack([torch.stack([tree.distance_fn(l, xs[l][i], xs[l]).to(torch.float64)
                                               for i in range(n)]) for l in range(L)])  # (L, n, n)
         mean = per_layer.sum(dim=(1, 2)) / max(1, n * (n - 1))
-        metric = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.zeros_like(mean))
+        metric = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.zeros_like(mean)) \
+            if self.normalise_layers else torch.ones_like(mean)
         dist = (per_layer * metric.view(L, 1, 1)).sum(0)
         dist = 0.5 * (dist + dist.T)  # the sketch estimator is symmetric up to rounding
         members, children, root = upgma(dist.numpy())
@@ -90,6 +95,12 @@ class AverageLinkage(CentroidRule):
         return node
 
 
+class _SummedLinkage(AverageLinkage):
+    """UPGMA over the plain summed per-layer distance (the server's sketches have one width per layer)."""
+
+    normalise_layers = False
+
+
 @SPLIT_REGISTRY.register("bisect-linkage")
 class BisectLinkage(CentroidRule):
     """``bisect`` above ``linkage_below`` tasks per node, ``average-linkage`` below (module docstring)."""
@@ -98,7 +109,7 @@ class BisectLinkage(CentroidRule):
 
     def build(self, tree: TaskTree, keys: list[str], depth: int, path: str) -> Node:
         if len(keys) <= self.linkage_below:
-            return AverageLinkage().build(tree, keys, depth, path)
+            return _SummedLinkage().build(tree, keys, depth, path)
         bisect = Bisect()
         root = tree.root
         metric = root.metric if depth > 0 and root is not None and root.metric is not None else \
@@ -108,7 +119,7 @@ class BisectLinkage(CentroidRule):
     def _build(self, tree: TaskTree, bisect: Bisect, keys: list[str], depth: int, path: str,
                metric: torch.Tensor) -> Node:
         if len(keys) <= self.linkage_below:
-            return AverageLinkage().build(tree, keys, depth, path)
+            return _SummedLinkage().build(tree, keys, depth, path)
         node = Node(path, depth, list(keys))
         if tree._is_leaf_set(keys, depth):
             return node
