@@ -111,10 +111,8 @@ def results_dict(
 def _family_quality(learner: ContinualLearner, tasks: list[Any]) -> dict[str, Any] | None:
     """The tree's figures against the tasks' families (a centralized tree has one leaf per task, so only the
     family-level figures — nearest-neighbour family purity, level ARI/NMI against families — say something)."""
-    try:
-        from .tree_quality import tree_quality
-    except ImportError:  # treelora.tree_quality lands with the tree-audit work (issue 12); until then no figures
-        return None
+    from .tree_quality import tree_quality
+
     if len(learner.tree) < 2:
         return None
     family = {f"t{j}": getattr(t, "family_name", t.name) for j, t in enumerate(tasks)}
