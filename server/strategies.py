@@ -7,11 +7,13 @@ a validated report changes (:meth:`Strategy.ingest_train`), how adapters are com
 book-keeping, checkpoint — lives in :class:`server.state.GlobalState`, which calls these hooks. What clients of a
 method send is the shared contract :class:`treelora.fed.methods.FedMethod` of the same name.
 
-* :class:`TreeLoRAFed`: the global tree over finished leaves (:class:`server.global_tree.GlobalTree`), one LCB
-  bandit per client over it (reset when the client starts a task), candidates per layer chosen by descending it
-  (never the client's own leaves), sharing groups = the tree node at each layer's depth holding the client's
-  current task (before any leaf every client sits in the root, so only layer 0 is shared), warm starts from the
-  leaf nearest to a probe of the new task.
+* :class:`TreeLoRAFed`: the global tree over finished leaves (:class:`server.global_tree.GlobalTree`); per layer
+  the candidate leaves are, by ``candidate-rule``, the other clients' leaves nearest the client's current sketch
+  (``nearest``, the default) or the picks of the client's LCB bandit descending the tree (``lcb``, the paper's
+  rule; reset when the client starts a task); never the client's own leaves. Sharing groups = the tree node at
+  each layer's depth holding the client's current task (before any leaf every client sits in the root, so only
+  layer 0 is shared); a client keeps its place between tasks (its finished leaf, then its new task's warm-start
+  probe). Warm starts from the other clients' leaf nearest to a probe of the new task.
 * :class:`FedAvgLoRA`: every layer averaged over every client.
 * :class:`LocalOnly`: nothing shared.
 * FedSA-LoRA, FFA-LoRA, clustered FL and the sharing oracle (below), and the prototype baseline ``fedproto``
