@@ -84,7 +84,7 @@ def test_global_tree_rebuilds_geometrically_not_every_few_inserts(tmp_path, monk
 
     monkeypatch.setattr(TaskTree, "build", counting_build)
     grown(tmp_path / "small", 40, clients=10)
-    assert builds == list(range(1, 41))  # below rebuild-below (256) leaves: every insert rebuilds
+    assert builds == list(range(1, 41))  # below rebuild-below (64) leaves: every insert rebuilds
     builds.clear()
     grown(tmp_path, 200, clients=10, rebuild_below=0)
     rebuilds = builds[1:]  # the first insert builds the one-leaf tree

@@ -71,7 +71,8 @@ class FedSettings:
     # trees follow their learner method's preset
     candidate_rule: str = "nearest"  # treelora: how a client's per-layer candidates are chosen: nearest (the leaves
     # of other clients nearest its current sketch, by routing) | lcb (the paper's per-client LCB bandit descent)
-    rebuild_below: int = 256  # server: leaves up to which the tree is rebuilt at every insert
+    rebuild_below: int = 64  # server: leaves up to which the tree is rebuilt at every insert (a UPGMA build costs
+    # O(n² · L) sketch distances, so this stays small)
     rebuild_every: int = 4  # inserts between tree rebuilds (clients; the server's minimum)
     rebuild_growth: float = 0.25  # server: also wait until the tree grew by this fraction since its last rebuild
     eval_every: int = 0  # rounds between global evaluations (0 = only at the end)
