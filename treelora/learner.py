@@ -26,6 +26,7 @@ client's state in and out.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -40,7 +41,7 @@ from torch import nn
 from .adapters import LayerwiseLoRA
 from .config import LearnerConfig
 from .data import iterate_batches, steps_per_epoch
-from .evaluation import evaluate_views
+from .evaluation import evaluate_views, task_snapshot
 from .heads import make_head, reset_head_moments
 from .methods import make_method
 from .regularizers import REGULARIZER_REGISTRY, StepContext, plain_step
@@ -387,34 +388,27 @@ class ContinualLearner:
         ``own_classes`` scores the live adapter over the task's own classes only: how forward transfer is
         measured on a task not trained yet (its classes are not among the seen ones)."""
         encoded = encoded if encoded is not None else self.encode(task.test)
-        live = None
+        model: Any = contextlib.nullcontext()
         if own_classes:
             allowed = list(task.classes)
         elif self.cfg.task_aware:
-            if self.method.task_aware_unavailable:
-                raise ValueError(f"task-aware inference is not available for {self.cfg.method} "
-                                 f"({self.method.task_aware_unavailable})")
-            if key is None or key not in self.tree:
-                raise ValueError(f"task-aware evaluation needs the key of a finished task, got {key!r}")
-            live = self.adapter_state()
-            self.load_adapter(self.tree.entry_of(key).payload)
+            model = task_snapshot(self, key)  # the oracle: the task's own snapshot, the live adapter restored after
             allowed = list(task.classes)
         else:
             allowed = self.seen_classes or list(task.classes)
         classes = torch.tensor(sorted(allowed), device=self.device)
         was_training = self.model.training
-        self.model.eval()
         correct = 0
-        try:
-            for batch in iterate_batches(encoded, self.cfg.eval_batch_size, shuffle=False):
-                batch = self._to_device(batch)
-                with self._autocast():
-                    pred = self.classifier.predict(batch, classes)
-                correct += int((pred == batch["labels"]).sum())
-        finally:
-            self.model.train(was_training)
-            if live is not None:
-                self.load_adapter(live)
+        with model:
+            self.model.eval()
+            try:
+                for batch in iterate_batches(encoded, self.cfg.eval_batch_size, shuffle=False):
+                    batch = self._to_device(batch)
+                    with self._autocast():
+                        pred = self.classifier.predict(batch, classes)
+                    correct += int((pred == batch["labels"]).sum())
+            finally:
+                self.model.train(was_training)
         return correct / max(1, int(encoded["labels"].shape[0]))
 
     def evaluate_views(self, task: Any, *, key: str | None = None,
