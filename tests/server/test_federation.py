@@ -14,6 +14,8 @@ from server.loop import run
 from server.state import GlobalState
 from treelora.fed.settings import FedSettings
 
+from .crash import run_until_crash
+
 BASE = {
     "stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2, "rounds-per-task": 2,
     "local-steps": 3, "batch-size": 8, "train-per-class": 16, "test-per-class": 8, "lr": 0.005,
@@ -162,25 +164,7 @@ def test_fedavg_and_local_only_baselines(tmp_path):
 def test_resume_after_server_crash_loses_nothing(tmp_path):
     grid, fed = setup(tmp_path)
 
-    class Crash(Exception):
-        pass
-
-    calls = {"n": 0}
-    original = GlobalState.checkpoint
-
-    def crashing_checkpoint(self):
-        path = original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Crash()
-        return path
-
-    GlobalState.checkpoint = crashing_checkpoint  # type: ignore[method-assign]
-    try:
-        with pytest.raises(Crash):
-            run(grid, fed, progress=False)
-    finally:
-        GlobalState.checkpoint = original  # type: ignore[method-assign]
+    run_until_crash(grid, fed)
     saved = GlobalState.resume(fed, tmp_path / "server")
     assert saved.round == 2 and len(saved.strategy.leaves) == 3
     resumed_fed = FedSettings.from_run_config({**BASE, "out-dir": str(tmp_path / "server"), "resume": True})

@@ -21,6 +21,7 @@ from server.loop import run
 from server.state import GlobalState
 from treelora.fed.settings import FedSettings
 
+from .crash import run_until_crash
 from .test_baselines import BASE
 from .test_hostile import _train, snapshot
 
@@ -145,24 +146,7 @@ def test_fedproto_resumes_after_a_crash_to_the_uninterrupted_result(tmp_path, pr
     rc = dict(BASE, method="fedproto", **{"out-dir": str(tmp_path / "server")})
     grid = LocalGrid(client_app, 4, run_config=rc, state_dir=str(tmp_path / "clients"))
 
-    class Crash(Exception):
-        pass
-
-    original, calls = GlobalState.checkpoint, {"n": 0}
-
-    def crashing_checkpoint(self):
-        path = original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Crash()
-        return path
-
-    GlobalState.checkpoint = crashing_checkpoint  # type: ignore[method-assign]
-    try:
-        with pytest.raises(Crash):
-            run(grid, FedSettings.from_run_config(rc), progress=False)
-    finally:
-        GlobalState.checkpoint = original  # type: ignore[method-assign]
+    run_until_crash(grid, FedSettings.from_run_config(rc))
     saved = GlobalState.resume(FedSettings.from_run_config(rc), tmp_path / "server")
     assert saved.round == 2 and saved.strategy.contributions and saved.strategy.feature_dim
     res = run(grid, FedSettings.from_run_config({**rc, "resume": True}), progress=False)
