@@ -24,7 +24,13 @@ from simulations.run import run_config_overrides
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_one(preset: dict, method: str, seed: int, clients: int, out: Path) -> dict:
+def run_one(preset: dict, method: str, seed: int, clients: int, out: Path, resume: bool = False) -> dict:
+    """One method at one seed; with ``resume``, a finished run's saved results (same preset) are read back."""
+    saved = out / method / f"seed{seed}" / "bench_run.json"
+    if resume and saved.exists():
+        res = json.loads(saved.read_text())
+        if res.get("bench_preset") == preset and res.get("bench_clients") == clients:
+            return res
     from client.client_app import app as client_app
     from server.local_grid import LocalGrid
     from server.loop import run
@@ -36,6 +42,9 @@ def run_one(preset: dict, method: str, seed: int, clients: int, out: Path) -> di
     t0 = time.perf_counter()
     res = run(grid, FedSettings.from_run_config(rc), progress=False)
     res["wall_s"] = time.perf_counter() - t0
+    res["bench_preset"], res["bench_clients"] = preset, clients
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(res, default=str))
     return res
 
 
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default="treelora", help="method every other is compared with, paired by seed")
     p.add_argument("--results", default="", help="also write simulations/results/<NAME>.json (committed summaries)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse each (method, seed) run already finished under --out with the same preset")
     args = p.parse_args(argv)
     from simulations.bench_common import Machine
 
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:
         for method in args.methods:  # interleaved, so machine load hits every method alike
-            res = run_one(preset, method, seed, args.clients, out)
+            res = run_one(preset, method, seed, args.clients, out, resume=args.resume)
             rows[method].append(res)
             m = res["metrics"]
             print(f"{method:12s} seed {seed}: ACC {100 * m['acc']['mean']:.2f}  BWT {100 * m['bwt']['mean']:.2f}  "

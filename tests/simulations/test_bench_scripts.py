@@ -116,6 +116,17 @@ def test_bench_fed_accuracy_tiny_pairs_seeds_and_bounds_by_the_oracle(tmp_path, 
     data = _json(tmp_path / "fed_accuracy.json")
     assert data["seeds"] == [0, 1] and len(data["summary"]["fedavg-lora"]["per_seed_acc"]) == 2
     assert {r["method"] for r in data["paired"]} == {"local-only", "fedavg-lora", "oracle-sharing"}
+    saved = tmp_path / "fedavg-lora" / "seed1" / "bench_run.json"
+    assert saved.exists()
+    stamp = saved.stat().st_mtime_ns
+    rc = bench_fed_accuracy.main([
+        "--preset", "scale", "--clients", "2", "--seeds", "1", "--methods", "fedavg-lora", "--reference",
+        "fedavg-lora", "--set", "scenario=identical", "--set", "train-per-class=16", "--out", str(tmp_path),
+        "--resume",
+    ])
+    assert rc == 0 and saved.stat().st_mtime_ns == stamp  # read back, not re-run
+    again = _json(tmp_path / "fed_accuracy.json")
+    assert again["summary"]["fedavg-lora"]["per_seed_acc"] == data["summary"]["fedavg-lora"]["per_seed_acc"][1:]
 
 
 def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
