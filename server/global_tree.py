@@ -1,9 +1,10 @@
 """The server's global tree over finished (client, task) leaves, in sketch space, with its rebuild schedule.
 
 A leaf's signature is its final per-layer Cauchy sketch; the split rule is the run config's ``tree-split`` (default
-``bisect-linkage``, :mod:`treelora.tree_linkage`); distances are the sketch's median estimator of the L1
-distance (:class:`treelora.sketch.LinearSketch`). Leaves are inserted as tasks finish; while the tree holds fewer
-than ``rebuild-below`` leaves every insert rebuilds it (cheap at that size, and an incremental insert only
+``bisect-linkage``, :mod:`treelora.tree_linkage`); distances are the sketch's estimate of the L1
+distance named by ``tree-estimator`` (:class:`treelora.sketch.LinearSketch`: Li's geometric mean by default, with
+the median's accuracy and no sort, or Indyk's median). Leaves are inserted as tasks finish; while the tree holds
+fewer than ``rebuild-below`` leaves every insert rebuilds it (cheap at that size, and an incremental insert only
 re-splits the leaf it reaches, so the clusters above it drift until the next build); beyond that it is rebuilt
 after ``max(rebuild-every, rebuild-growth × size at the last build)`` inserts, once it has grown by a fixed
 fraction: O(1) builds per insert amortised instead of one O(N) build every few inserts.
@@ -36,7 +37,7 @@ class GlobalTree:
 
     def distance(self, layer: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Sketch-space L1 estimate (every sketch was validated on arrival; centres are means of those)."""
-        return self._sketch.distance(a, b, checked=False)
+        return self._sketch.distance(a, b, checked=False, estimator=self.fed.tree_estimator)
 
     def ensure(self, num_layers: int) -> TaskTree:
         """The tree, created empty on first use."""

@@ -208,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leaves", type=int, nargs="*", default=[10, 100, 1000, 10000])
     ap.add_argument("--server-clients", type=int, default=100, help="active clients per timed server round")
     ap.add_argument("--server-rounds", type=int, default=2)
-    ap.add_argument("--tree-split", default="bisect", help="the server tree's split rule (run-config tree-split)")
+    ap.add_argument("--tree-split", default="bisect-linkage",
+                    help="the server tree's split rule (run-config tree-split)")
+    ap.add_argument("--tree-estimator", default="geomean",
+                    help="the sketch L1 estimator the server tree measures with (run-config tree-estimator)")
     ap.add_argument("--grow-ingest", type=int, default=400,
                     help="leaves grown through GlobalState.ingest; the rest are bulk-loaded and built once")
     ap.add_argument("--child-timeout-s", type=int, default=900)

@@ -59,8 +59,8 @@ def _release(sig: list[torch.Tensor], clip: float, noise: float, sketcher: Any, 
     return sketcher.sketch(sig)
 
 
-def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *, sketch_dim: int, seed: int
-            ) -> list[dict[str, Any]]:
+def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *, sketch_dim: int, seed: int,
+            estimator: str = "geomean") -> list[dict[str, Any]]:
     """One row per split for one (scenario, seed) data set, signature kind and noise multiplier."""
     from server.global_tree import GlobalTree
     from treelora.fed.settings import FedSettings
@@ -82,7 +82,8 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
     L = len(dims)
     rows = []
     for split in splits:
-        fed = FedSettings(tree_split=split, sketch_dim=sketch_dim, sketch_seed=st["sketch_seed"])
+        fed = FedSettings(tree_split=split, sketch_dim=sketch_dim, sketch_seed=st["sketch_seed"],
+                          tree_estimator=estimator)
         t0 = time.perf_counter()
         index = GlobalTree(fed)
         index.bulk_load([(k, leaves[k], 1.0) for k in order], L)
@@ -145,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="signatures measured under DP noise (all are measured without)")
     ap.add_argument("--dp-delta", type=float, default=1e-5)
     ap.add_argument("--sketch-dim", type=int, default=256)
+    ap.add_argument("--tree-estimator", default="geomean",
+                    help="the server tree's sketch L1 estimator (geomean, the default | median)")
     ap.add_argument("--cache", default="runs/tree_purity")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="run-config overrides of the scenarios (FedSettings field names, e.g. backbone=tiny-bert)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="simulations/results")
+    ap.add_argument("--name", default="tree_purity", help="the summary JSON's name (<out>/<name>.json)")
     args = ap.parse_args(argv)
     from treelora.fed.settings import FedSettings
     from treelora.overrides import coerce
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     if noise > 0 and kind not in args.noise_signatures:
                         continue
                     t0 = time.perf_counter()
-                    for r in measure(data, kind, noise, args.splits, sketch_dim=args.sketch_dim, seed=seed):
+                    for r in measure(data, kind, noise, args.splits, sketch_dim=args.sketch_dim, seed=seed,
+                                     estimator=args.tree_estimator):
                         rows.append({"scenario": scen, "seed": seed, "leaves": len(data["order"]),
                                      "epsilon_one_release": epsilon(noise, 1, args.dp_delta),
                                      "epsilon_per_client": epsilon(noise, per_task * tasks_per_client, args.dp_delta),
@@ -182,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize(rows)
     m = machine.finish()
     payload = {"machine": m, "signature_seconds": sig_s, "scenarios": {s: SCENARIOS[s] for s in args.scenarios},
-               "overrides": overrides, "rows": rows}
-    path = write_json("tree_purity", payload, args.out)
+               "overrides": overrides, "tree_estimator": args.tree_estimator, "rows": rows}
+    path = write_json(args.name, payload, args.out)
     print(machine_line(m))
     print(table)
     print(f"\nwrote {path}")

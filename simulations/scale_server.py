@@ -31,7 +31,8 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         d = work / f"server-{n_leaves}"
         # the synthetic clients finish a task as often as every round: a schedule of one round per task, long enough
         fed = FedSettings(method="treelora", backbone="minilm", out_dir=str(d), local_steps=8, rounds_per_task=1,
-                          tasks_per_client=10**6, tree_split=args.tree_split)
+                          tasks_per_client=10**6, tree_split=args.tree_split,
+                          tree_estimator=getattr(args, "tree_estimator", "geomean"))
         synth = SynthFed(fed, d, shapes, seed=0, clusters=16, model_bytes=4 * 22_713_216)
         st = synth.state
         C = args.server_clients
@@ -113,7 +114,8 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         f0 = time.perf_counter()
         b.refresh()
         refresh_s = time.perf_counter() - f0
-        rows.append({"leaves": n_leaves, "clients": C, "tree_split": args.tree_split, "grow_s": grow_s,
+        rows.append({"leaves": n_leaves, "clients": C, "tree_split": args.tree_split,
+                     "tree_estimator": fed.tree_estimator, "grow_s": grow_s,
                      "ingested": n_ingest, "bulk_loaded": bulk,
                      "bulk_build_s": bulk_s, "ingest_grow_s": ingest_grow_s,
                      "insert_s_last20_median": statistics.median(grow_times[-20:]),

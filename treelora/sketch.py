@@ -39,10 +39,12 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
     "KINDS",
+    "L1_ESTIMATORS",
     "SPEC_VERSION",
     "LinearSketch",
     "LayerSketcher",
@@ -155,12 +157,31 @@ def _sketch_pair(out_dim: int, sa: Any, sb: Any) -> torch.Tensor:
 
 def _median_last(x: torch.Tensor) -> torch.Tensor:
     # torch.median returns the lower middle value for even sizes; average the two middle values instead.
-    # A partial sort (the smallest half + 1) gives the same values as a full sort at ~60% of its cost.
+    # On the CPU without autograd numpy's introselect (np.partition) finds the two middle values 2-3x faster than
+    # torch.topk (same values: a selection, no arithmetic); elsewhere a partial sort of the smallest half + 1.
     n = x.shape[-1]
+    mid = (n // 2 - 1, n // 2) if n % 2 == 0 else (n // 2,)
+    if x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64):
+        part = np.partition(x.detach().numpy(), mid, axis=-1)
+        if n % 2:
+            return torch.from_numpy(np.array(part[..., mid[0]]))
+        return 0.5 * (torch.from_numpy(np.array(part[..., mid[0]])) + torch.from_numpy(np.array(part[..., mid[1]])))
     low = torch.topk(x, n // 2 + 1, dim=-1, largest=False, sorted=True).values
     if n % 2:
         return low[..., -1]
     return 0.5 * (low[..., -2] + low[..., -1])
+
+
+def _geomean_last(x: torch.Tensor) -> torch.Tensor:
+    # Li (2008)'s geometric-mean estimator of a Cauchy scale: cos^k(pi / 2k) * prod |x_j|^(1/k), unbiased, with the
+    # sample median's asymptotic variance pi^2 / 4k, and a mean instead of a selection (no sort: 5-10x cheaper).
+    # An exactly zero coordinate (identical sketches there) counts as the float32 tiny value.
+    k = x.shape[-1]
+    logs = torch.log(x.clamp_min(torch.finfo(torch.float32).tiny))
+    return math.cos(math.pi / (2 * k)) ** k * torch.exp(logs.mean(dim=-1))
+
+
+L1_ESTIMATORS = {"median": _median_last, "geomean": _geomean_last}
 
 
 class LinearSketch:
@@ -217,8 +238,11 @@ class LinearSketch:
         _check_finite("input", x)
         return x.to(torch.float32) @ self.matrix(x.device)
 
-    def l1_distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True) -> torch.Tensor:
-        """Estimate ``||a - b||_1`` from Cauchy sketches: ``median(|sa - sb|)`` over the last dimension.
+    def l1_distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True,
+                    estimator: str = "median") -> torch.Tensor:
+        """Estimate ``||a - b||_1`` from Cauchy sketches: ``median(|sa - sb|)`` over the last dimension, or with
+        ``estimator="geomean"`` Li's geometric mean ``cos^s(π/2s) · Π|sa_j − sb_j|^(1/s)`` (the same quantity and
+        asymptotic accuracy, no sort).
 
         Shapes broadcast: ``sa`` (s,) against ``sb`` (k, s) gives (k,) estimates, one per candidate.
         ``checked=False`` skips validating the inputs (type, width, finiteness: ~75% of a single pair's cost) for
@@ -226,8 +250,10 @@ class LinearSketch:
         """
         if self.kind != "cauchy":
             raise ValueError(f"l1_distance needs a 'cauchy' sketch, this one is {self.kind!r}")
+        if estimator not in L1_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(L1_ESTIMATORS)}, got {estimator!r}")
         diff = _sketch_pair(self.out_dim, sa, sb) if checked else sa.to(torch.float32) - sb.to(torch.float32)
-        return _median_last(diff.abs())
+        return L1_ESTIMATORS[estimator](diff.abs())
 
     def l2_distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True) -> torch.Tensor:
         """Estimate ``||a - b||_2`` from Gaussian (JL) sketches: ``||sa - sb||_2`` over the last dimension."""
@@ -246,10 +272,12 @@ class LinearSketch:
         den = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
         return torch.where(den > 0, num / den.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(num))
 
-    def distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True) -> torch.Tensor:
-        """The estimator that matches this sketch's kind: L1 for cauchy, L2 for gaussian."""
+    def distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True,
+                 estimator: str = "median") -> torch.Tensor:
+        """The estimator that matches this sketch's kind: L1 for cauchy (``estimator`` as in :meth:`l1_distance`),
+        L2 for gaussian."""
         if self.kind == "cauchy":
-            return self.l1_distance(sa, sb, checked=checked)
+            return self.l1_distance(sa, sb, checked=checked, estimator=estimator)
         return self.l2_distance(sa, sb, checked=checked)
 
     def nbytes(self) -> int:

@@ -9,8 +9,8 @@ stored entry nearest to a query in O(depth): route down, then compare the few en
 holding at least ``among`` of them.
 
 The median is ``torch.median`` (the lower middle value for an even count). Distances go through ``distance_fn``
-so that the same tree works on exact signatures (exact L1) and on Cauchy sketches (median estimator). Node ids
-are their paths from the root ("" root, "0" its left child, "01" ...), stable across serialization.
+so that the same tree works on exact signatures (exact L1) and on Cauchy sketches (median or geometric-mean
+estimator). Node ids are their paths from the root ("" root, "0" its left child, "01" ...), stable across serialization.
 
 A storage budget merges the two closest entries (summed per-layer distance) until the count fits: signatures and
 payloads (adapter tensors) are averaged weighted by how many tasks each holds, and the merged entry keeps its
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .tree_node import DistanceFn, Node, Signature, TreeEntry, l1_distance
-from .tree_splits import SPLIT_REGISTRY, CentroidRule, weighted
+from .tree_splits import SPLIT_REGISTRY, CentroidRule, stacked, weighted
 
 __all__ = ["TaskTree", "Node", "TreeEntry", "Signature", "DistanceFn", "l1_distance", "TREE_FORMAT_VERSION"]
 
@@ -203,7 +203,7 @@ class TaskTree:
         """Root-to-leaf path a new (not stored) signature would take; used to place a running task."""
         if self.root is None:
             return []
-        signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
+        signature = stacked(self, [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature])
         out, node = [self.root], self.root
         while not node.is_leaf:
             node = node.children[self.rule.route(self, node, signature)]
@@ -222,7 +222,7 @@ class TaskTree:
         if self.root is None:
             return None
         ok = where or (lambda k: True)
-        signature = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature]
+        signature = stacked(self, [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature])
         metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         if isinstance(self.rule, CentroidRule):
             keys: list[str] = []
@@ -234,8 +234,9 @@ class TaskTree:
                     keys += [k for k in node.keys if ok(k)]
                     continue
                 assert node.center is not None
+                d = weighted(self, metric, node.center, signature).tolist()  # both children's centres at once
                 for i, child in enumerate(node.children):
-                    heapq.heappush(heap, (float(weighted(self, metric, node.center[i], signature)), tick, child))
+                    heapq.heappush(heap, (d[i], tick, child))
                     tick += 1
         else:
             path = self.locate(signature)
@@ -245,8 +246,8 @@ class TaskTree:
             keys = [k for k in path[at].keys if ok(k)]
         if not keys:
             return None
-        xs = [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)]
-        d = weighted(self, torch.ones(self.num_layers), torch.cat(signature), xs)  # plain summed distance
+        xs = stacked(self, [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)])
+        d = weighted(self, torch.ones(self.num_layers), torch.cat(list(signature)), xs)  # plain summed distance
         return keys[int(torch.argmin(d))]
 
     # ------------------------------------------------------------------ budget

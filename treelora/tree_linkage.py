@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .tree_node import Node
-from .tree_splits import SPLIT_REGISTRY, Bisect, CentroidRule
+from .tree_splits import SPLIT_REGISTRY, Bisect, CentroidRule, pairwise
 
 if TYPE_CHECKING:
     from .tree import TaskTree
@@ -70,8 +70,7 @@ class AverageLinkage(CentroidRule):
         L = tree.num_layers
         xs = Bisect._layers(tree, keys)
         n = len(keys)
-        per_layer = torch.stack([torch.stack([tree.distance_fn(l, xs[l][i], xs[l]).to(torch.float64)
-                                              for i in range(n)]) for l in range(L)])  # (L, n, n)
+        per_layer = pairwise(tree, xs)  # (L, n, n)
         mean = per_layer.sum(dim=(1, 2)) / max(1, n * (n - 1))
         metric = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.zeros_like(mean)) \
             if self.normalise_layers else torch.ones_like(mean)

@@ -2,9 +2,9 @@
 
 A rule builds a subtree over some entry keys (:meth:`SplitRule.build`) and says which child a signature goes to
 (:meth:`SplitRule.route`); every distance goes through the tree's ``distance_fn``, so a rule works on exact
-signatures (exact L1) and on Cauchy sketches (the median estimator, :mod:`treelora.sketch`) alike. Centres are
-means, and the mean of sketches is the sketch of the mean (sketches are linear), so a centre means the same in
-both spaces.
+signatures (exact L1) and on Cauchy sketches (the median or geometric-mean estimator, :mod:`treelora.sketch`)
+alike. Centres are means, and the mean of sketches is the sketch of the mean (sketches are linear), so a centre
+means the same in both spaces.
 
 * ``l1-median`` (paper): level ``d`` splits on layer ``d``: at a node take its tasks' layer-d signatures, the group
   mean ``m`` and each task's distance ``‖G_i[d] − m‖₁``; tasks at or below the median distance go left (ties left).
@@ -48,7 +48,8 @@ from .tree_node import Node, Signature
 if TYPE_CHECKING:
     from .tree import TaskTree
 
-__all__ = ["SPLIT_REGISTRY", "SplitRule", "L1Median", "DotConsecutive", "Bisect", "CentroidRule", "weighted"]
+__all__ = ["SPLIT_REGISTRY", "SplitRule", "L1Median", "DotConsecutive", "Bisect", "CentroidRule", "weighted",
+           "pairwise", "stacked"]
 
 SPLIT_REGISTRY: Registry[type[SplitRule]] = Registry("tree split")
 
@@ -146,16 +147,33 @@ def _offsets(signature: Signature) -> list[int]:
     return out
 
 
-def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:
+def stacked(tree: TaskTree, xs: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
+    """Per-layer ``xs`` (each ``(p,)`` or ``(N, p)``) as one ``(L, p)`` / ``(N, L, p)`` tensor when the tree's
+    distance is layer-free and every layer has one width (what :func:`weighted` then measures in one call), else
+    unchanged. A stacked signature still indexes by layer (``x[l]``), so rules that read one layer accept it."""
+    if isinstance(xs, torch.Tensor) or not tree.layer_free_distance or len({x.shape[-1] for x in xs}) != 1:
+        return xs
+    return torch.stack(xs, dim=-2)
+
+
+def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor,
+             xs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """``Σ_l metric[l] · d_l(center[l], x[l])`` for a concatenated centre ``(D,)`` and per-layer ``xs`` (each
-    ``(p_l,)`` or ``(N, p_l)``): the distance the centroid rules route and compare by."""
+    ``(p_l,)`` or ``(N, p_l)``, or pre-:func:`stacked`): the distance the centroid rules route and compare by.
+    Under a layer-free distance the centre may also be ``(k, D)`` against one signature: ``(k,)`` distances."""
+    if isinstance(xs, torch.Tensor):  # pre-stacked (..., L, p): one call over all layers
+        L, width = xs.shape[-2:]
+        d = tree.distance_fn(0, center.view(*center.shape[:-1], L, width), xs).to(torch.float64)
+        return (d * metric.to(torch.float64)).sum(dim=-1)
     off = _offsets([x[0] if x.dim() > 1 else x for x in xs])
     if tree.layer_free_distance and len({off[l + 1] - off[l] for l in range(len(xs))}) == 1:
-        # one call over all layers at once: (L, p) centre against (N, L, p) rows -> (N, L)
+        # one call over all layers at once: (..., L, p) centre against (N, L, p) rows -> (N, L)
         width = off[1]
         stacked = torch.stack(xs, dim=-2)
-        d = tree.distance_fn(0, center.view(len(xs), width), stacked).to(torch.float64)
+        d = tree.distance_fn(0, center.view(*center.shape[:-1], len(xs), width), stacked).to(torch.float64)
         return (d * metric.to(torch.float64)).sum(dim=-1)
+    if center.dim() > 1:
+        return torch.stack([weighted(tree, metric, c, xs) for c in center])
     total = None
     for l, x in enumerate(xs):
         if float(metric[l]) == 0.0:
@@ -167,16 +185,32 @@ def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor, xs: lis
     return total
 
 
+def pairwise(tree: TaskTree, xs: list[torch.Tensor], *, chunk_floats: int = 1 << 22) -> torch.Tensor:
+    """``(L, n, n)`` float64 per-layer distances between the rows of per-layer ``xs`` (each ``(n, p_l)``): under a
+    layer-free distance a few row blocks against all rows over every layer at once (≤ ``chunk_floats`` floats of
+    differences per call), else one call per row and layer."""
+    n, L = xs[0].shape[0], len(xs)
+    widths = {x.shape[1] for x in xs}
+    if tree.layer_free_distance and len(widths) == 1:
+        stacked = torch.stack(xs, dim=1)  # (n, L, p)
+        rows = max(1, chunk_floats // max(1, n * L * widths.pop()))
+        blocks = [tree.distance_fn(0, stacked[i:i + rows, None], stacked[None]).to(torch.float64)
+                  for i in range(0, n, rows)]  # each (rows, n, L)
+        return torch.cat(blocks).permute(2, 0, 1).contiguous()
+    return torch.stack([torch.stack([tree.distance_fn(l, xs[l][i], xs[l]).to(torch.float64) for i in range(n)])
+                        for l in range(L)])
+
+
 class CentroidRule(SplitRule):
     """Shared by the clustering rules: a node stores its two children's centres (concatenated over layers, shape
     ``(2, D)``) and the per-layer weights; a query goes to the nearer centre (ties to the left)."""
 
     def route(self, tree: TaskTree, node: Node, signature: Signature) -> int:
         assert node.center is not None and node.metric is not None
-        off = _offsets(signature)
         if tree.layer_free_distance:
-            return 0 if float(weighted(tree, node.metric, node.center[0], signature)) <= \
-                float(weighted(tree, node.metric, node.center[1], signature)) else 1
+            d = weighted(tree, node.metric, node.center, signature)  # both centres in one call
+            return 0 if float(d[0]) <= float(d[1]) else 1
+        off = _offsets(signature)
         total = torch.zeros(2, dtype=torch.float64)
         for l, w in enumerate(node.metric.tolist()):
             if w != 0.0:
@@ -228,8 +262,9 @@ class Bisect(CentroidRule):
         xs = self._layers(tree, sample)
         n = len(sample)
         out = torch.zeros(tree.num_layers, dtype=torch.float64)
-        for l, x in enumerate(xs):
-            d = torch.stack([tree.distance_fn(l, x[i], x).to(torch.float64) for i in range(n)])
+        per_layer = pairwise(tree, xs)
+        for l in range(tree.num_layers):
+            d = per_layer[l]
             if n < 2:
                 continue
             mean = float(d.sum()) / (n * (n - 1))
@@ -244,8 +279,8 @@ class Bisect(CentroidRule):
     def bisect(self, tree: TaskTree, keys: list[str], metric: torch.Tensor) -> tuple[list[str], list[str]]:
         """(left keys, right keys) of the best of ``starts`` 2-means runs under the layer weights ``metric``."""
         step = max(1, -(-len(keys) // self.fit_sample))
-        xs = self._layers(tree, keys[::step])
-        cat = torch.cat(xs, dim=1)
+        xs = stacked(tree, self._layers(tree, keys[::step]))
+        cat = xs.flatten(1) if isinstance(xs, torch.Tensor) else torch.cat(xs, dim=1)
         n = cat.shape[0]
         firsts = [int(torch.argmax(weighted(tree, metric, cat.mean(0), xs)))]
         firsts += [i for i in range(0, n, max(1, n // max(1, self.starts - 1))) if i not in firsts]
@@ -271,7 +306,7 @@ class Bisect(CentroidRule):
             half = (len(keys) + 1) // 2
             return keys[:half], keys[half:]
         centres = best[1]
-        every = self._layers(tree, keys) if step > 1 else xs
+        every = stacked(tree, self._layers(tree, keys)) if step > 1 else xs
         d0, d1 = weighted(tree, metric, centres[0], every), weighted(tree, metric, centres[1], every)
         go_right = (d1 < d0).tolist()
         left = [k for k, r in zip(keys, go_right) if not r]

@@ -121,3 +121,19 @@ def test_a_rejected_first_report_does_not_fix_the_adapter_shapes(tmp_path):
     ctl, arrays = synth.report("c0", 1, finished=False)
     synth.state.ingest(None, 1, 1, ctl, arrays)
     assert synth.state.num_layers == 3 and synth.state.adapter_shapes == [((2, 8), (8, 2))] * 3
+
+
+def test_global_tree_measures_with_the_configured_estimator():
+    """``tree-estimator`` picks the sketch L1 estimator of the server's tree distances (and nothing else)."""
+    from server.global_tree import GlobalTree
+    from treelora.sketch import LinearSketch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    sk = LinearSketch(1, 64, "cauchy", 1234)
+    for est in ("median", "geomean"):
+        tree = GlobalTree(FedSettings(sketch_dim=64, tree_estimator=est))
+        torch.testing.assert_close(tree.distance(0, a, b), sk.l1_distance(a, b, estimator=est), rtol=0, atol=0)
+    assert FedSettings().tree_estimator == "geomean"
+    assert not torch.equal(GlobalTree(FedSettings(sketch_dim=64, tree_estimator="median")).distance(0, a, b),
+                           GlobalTree(FedSettings(sketch_dim=64, tree_estimator="geomean")).distance(0, a, b))

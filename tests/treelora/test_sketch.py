@@ -284,3 +284,42 @@ def test_unchecked_distance_equals_checked_and_median_matches_a_full_sort() -> N
     g = LinearSketch(100, 64, kind="gaussian", seed=1)
     a, b = g.apply(torch.randn(100)), g.apply(torch.randn(3, 100))
     torch.testing.assert_close(g.distance(a, b, checked=False), g.distance(a, b), rtol=0, atol=0)
+
+
+def test_median_selection_equals_the_partial_sort_on_every_path() -> None:
+    from treelora.sketch import _median_last
+
+    g = torch.Generator().manual_seed(5)
+    for shape in ((256,), (7, 256), (3, 4, 255), (5, 1), (4, 2)):
+        x = torch.rand(shape, generator=g)
+        n = shape[-1]
+        low = torch.topk(x, n // 2 + 1, dim=-1, largest=False, sorted=True).values
+        ref = low[..., -1] if n % 2 else 0.5 * (low[..., -2] + low[..., -1])
+        got = _median_last(x)  # CPU, no grad: numpy's selection
+        assert got.shape == ref.shape and torch.equal(got, ref)
+        graded = _median_last(x.clone().requires_grad_(True))  # autograd: torch's partial sort
+        assert torch.equal(graded.detach(), ref) and graded.requires_grad
+
+
+def test_geomean_estimator_is_as_accurate_as_the_median() -> None:
+    # Li (2008): the same quantity and asymptotic variance as the median; with one fixed matrix both carry the
+    # per-matrix factor of dense pairs, so compare the spread of log(estimate / exact) once that factor is out.
+    p = 3072
+    gen = torch.Generator().manual_seed(11)
+    a = torch.randn(300, p, generator=gen)
+    b = 3 * torch.rand(300, 1, generator=gen) * torch.randn(300, p, generator=gen)
+    exact = exact_l1(a, b)
+    spread, pooled = {}, {"median": [], "geomean": []}
+    for seed in range(4):
+        sk = LinearSketch(p, 256, "cauchy", seed=seed)
+        for est in pooled:
+            r = sk.l1_distance(sk.apply(a), sk.apply(b), estimator=est) / exact
+            pooled[est].append(relative_error(r * exact, exact))
+            spread.setdefault(est, []).append(float(r.log().std()))
+    for est in pooled:
+        assert torch.cat(pooled[est]).median().item() <= 0.10
+    assert max(spread["geomean"]) <= 1.1 * max(spread["median"]), spread
+    same = LinearSketch(p, 256, "cauchy", seed=0)
+    assert float(same.l1_distance(same.apply(a[0]), same.apply(a[0]), estimator="geomean")) < 1e-30
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        same.l1_distance(same.apply(a[0]), same.apply(b[0]), estimator="mean")

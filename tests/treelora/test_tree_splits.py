@@ -101,3 +101,28 @@ def test_bisect_inserts_route_to_their_cluster():
 def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match="split must be one of"):
         TaskTree(3, split="kd")
+
+
+def test_one_call_forms_match_the_per_layer_forms():
+    """The batched distances (pre-stacked signatures, both centres at once, the blocked pairwise matrix) give what
+    the per-layer loops give, so a layer-free distance changes speed only."""
+    from treelora.tree_splits import pairwise, stacked, weighted
+
+    sigs, _ = clusters(k=3, per=3, p=16)
+    tree = build(sigs, "bisect")
+    keys = list(sigs)
+    xs = [torch.stack([sigs[k][l] for k in keys]) for l in range(6)]
+    assert tree.layer_free_distance
+    metric = torch.rand(6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    centre = torch.cat(sigs[keys[0]])
+    per_layer = sum(metric[l] * (centre[16 * l:16 * (l + 1)] - xs[l]).abs().sum(-1) for l in range(6))
+    torch.testing.assert_close(weighted(tree, metric, centre, stacked(tree, xs)), per_layer.to(torch.float64))
+    two = torch.stack([centre, torch.cat(sigs[keys[4]])])
+    torch.testing.assert_close(weighted(tree, metric, two, sigs[keys[2]]),
+                               torch.stack([weighted(tree, metric, c, sigs[keys[2]]) for c in two]))
+    full = pairwise(tree, xs)
+    tree.layer_free_distance = False  # the per-row loop
+    torch.testing.assert_close(pairwise(tree, xs), full)
+    torch.testing.assert_close(pairwise(tree, xs, chunk_floats=1), full)
+    tree.layer_free_distance = True
+    torch.testing.assert_close(pairwise(tree, xs, chunk_floats=1), full)  # one row per block

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
 from ..overrides import coerce
+from ..sketch import L1_ESTIMATORS
 from ..tree_splits import SPLIT_REGISTRY
 from .methods import FedMethod, fed_method
 from .scenarios import SCENARIOS
@@ -69,6 +70,8 @@ class FedSettings:
     tree_split: str = "bisect-linkage"  # the server's tree split (treelora.tree_splits, tree_linkage):
     # bisect-linkage | bisect | average-linkage | l1-median (paper) | dot-consecutive (released); the clients' own
     # trees follow their learner method's preset
+    tree_estimator: str = "geomean"  # server: the sketch L1 estimator its tree measures with: geomean (Li's
+    # geometric mean: the accuracy of the median, no sort) | median (Indyk's, as the clients measure)
     candidate_rule: str = "nearest"  # treelora: how a client's per-layer candidates are chosen: nearest (the leaves
     # of other clients nearest its current sketch, by routing) | lcb (the paper's per-client LCB bandit descent)
     rebuild_below: int = 64  # server: leaves up to which the tree is rebuilt at every insert (a UPGMA build costs
@@ -116,6 +119,8 @@ class FedSettings:
             raise ValueError(f"candidate-rule must be one of {', '.join(CANDIDATE_RULES)}, got {self.candidate_rule!r}")
         if self.tree_split not in SPLIT_REGISTRY:
             raise ValueError(f"tree-split must be one of {', '.join(SPLIT_REGISTRY)}, got {self.tree_split!r}")
+        if self.tree_estimator not in L1_ESTIMATORS:
+            raise ValueError(f"tree-estimator must be one of {', '.join(L1_ESTIMATORS)}, got {self.tree_estimator!r}")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
 

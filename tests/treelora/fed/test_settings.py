@@ -30,6 +30,8 @@ def test_run_config_parses_types_and_names_unknown_keys():
         FedSettings(method="fedprox")
     with pytest.raises(ValueError, match="scenario must be one of"):
         FedSettings(scenario="random")
+    with pytest.raises(ValueError, match="tree-estimator must be one of median, geomean"):
+        FedSettings.from_run_config({"tree-estimator": "mean"})
     assert FedSettings(method="treelora").fed_method.sends_sketches
     assert not FedSettings(method="fedavg-lora").fed_method.sends_sketches
 
