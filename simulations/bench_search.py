@@ -64,6 +64,7 @@ from simulations.bench_common import (
 from simulations.search_problem import Problem, Quality, bulk_tree
 from treelora.bandit import FlatLCBBandit, TreeLCBBandit
 from treelora.tree import TaskTree
+from treelora.tree_splits import weighted
 
 
 def run_bandits(prob: Problem, tree: TaskTree, c: float, queries: list[int], args: argparse.Namespace,
@@ -194,7 +195,7 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         steps=args.steps,
         seed=args.seed,
     )
-    tree, build_s = bulk_tree(prob, args.leaf_size, args.split)
+    tree, build_s = bulk_tree(prob, args.leaf_size, args.split, args.tree_estimator)
     log(
         f"[{mode} n={n}] generated in {prob.gen_s:.1f}s, built in {build_s:.2f}s, depth {tree.depth()}, "
         f"{len(tree.leaves())} tree leaves"
@@ -210,6 +211,10 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         truth_s.append(prob.truth_s)
         checks.append(prob.truth_check)
         queries.append(args.seed * 1000 + 17 * rep + n)
+    nearest = nearest_vs_flat(prob, tree, queries)
+    log(f"[{mode} n={n}] nearest: tree {1e3 * nearest['tree_s_median']:.2f} ms, flat "
+        f"{1e3 * nearest['flat_s_median']:.1f} ms ({nearest['speedup']:.0f}x), same answer "
+        f"{nearest['same_as_flat']}/{len(queries)}, query's cluster {nearest['cluster_hits']}/{len(queries)}")
     scan = None
     for c in args.c:
         per_c[c] = run_bandits(prob, tree, c, queries, args, log, do_scan=scan is None)
@@ -241,6 +246,7 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
     base = {
         "mode": mode,
         "split": args.split,
+        "tree_estimator": args.tree_estimator,
         "leaves": n,
         "signature_dim": prob.sig.shape[-1],
         "layers": prob.L,
@@ -256,11 +262,37 @@ def run_size(n: int, mode: str, args: argparse.Namespace, log: Any) -> list[dict
         "refresh_pulled_arms": pulled_arms,
         "incremental_build_estimate_s": median(ins_s) * n / 2,
         "truth_checks": checks,
+        "nearest": nearest,
         "wall_s": time.perf_counter() - t_all,
     }
     rows = [{**base, "c": c, **res} for c, res in per_c.items()]
     del prob, tree
     return rows
+
+
+def nearest_vs_flat(prob: Problem, tree: TaskTree, queries: list[int], chunk: int = 8192) -> dict[str, Any]:
+    """``TaskTree.nearest`` (the federation's warm-start and candidate search under ``candidate-rule=nearest``)
+    against the flat scan it replaces (the plain summed distance to every leaf, argmin), on each query of the
+    size: medians of the wall times, how often both return the same leaf, how often the tree's is in the
+    query's cluster."""
+    tree_s, flat_s, same, hits = [], [], 0, 0
+    ones = torch.ones(prob.L)
+    for qseed in queries:
+        prob.new_query(qseed)
+        q = prob.q if prob.mode == "exact" else prob.q @ prob.sketch.matrix()
+        t0 = time.perf_counter()
+        got = tree.nearest(list(q.unbind(0)))
+        tree_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        d = torch.cat([weighted(tree, ones, q.flatten(), prob.sig[i:i + chunk]) for i in range(0, prob.n, chunk)])
+        best = int(torch.argmin(d))
+        flat_s.append(time.perf_counter() - t0)
+        assert got is not None
+        same += got == f"k{best}"
+        hits += int(prob.cluster[int(got[1:])] == prob.cluster[prob.istar])
+    return {"tree_s_median": median(tree_s), "flat_s_median": median(flat_s),
+            "speedup": median(flat_s) / median(tree_s), "same_as_flat": same, "cluster_hits": hits,
+            "queries": len(queries)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--leaf-size", type=int, default=1)
     ap.add_argument("--split", default="l1-median", help="tree split rule (treelora.tree_splits)")
+    ap.add_argument("--tree-estimator", default="median",
+                    help="sketch mode: the L1 estimator the tree is built and routed with (server: tree-estimator)")
     ap.add_argument("--inserts", type=int, default=5, help="incremental inserts timed at each size")
     ap.add_argument("--scan-steps", type=int, default=20, help="steps at which the exact scan runs (max)")
     ap.add_argument(

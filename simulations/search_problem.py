@@ -138,17 +138,20 @@ class Problem:
             out.append(int(torch.argmin(dist)))
         return out
 
-    def distance_fn(self):
+    def distance_fn(self, estimator: str = "median"):
+        """The tree's distance: exact L1, or the sketch's L1 estimate by ``estimator`` (the server's
+        ``tree-estimator``)."""
         if self.mode == "exact":
             return l1_distance
         sk = self.sketch
-        return lambda layer, a, b: sk.l1_distance(a, b)
+        return lambda layer, a, b: sk.l1_distance(a, b, estimator=estimator)
 
 
-def bulk_tree(prob: Problem, leaf_size: int, split: str = "l1-median") -> tuple[TaskTree, float]:
+def bulk_tree(prob: Problem, leaf_size: int, split: str = "l1-median", estimator: str = "median"
+              ) -> tuple[TaskTree, float]:
     """All leaves loaded as entries (as ``TaskTree.from_dict`` does), then one ``build()`` with the ``split`` rule;
     returns build seconds."""
-    tree = TaskTree(prob.L, split=split, leaf_size=leaf_size, distance_fn=prob.distance_fn())
+    tree = TaskTree(prob.L, split=split, leaf_size=leaf_size, distance_fn=prob.distance_fn(estimator))
     tree.layer_free_distance = True  # one distance for every layer
     for i in range(prob.n):
         key = f"k{i}"
