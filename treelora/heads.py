@@ -13,9 +13,9 @@ ends (DESIGN.md §2 "Heads"):
   Gaussians (``head_samples`` per class, ``head_refit_epochs`` of SGD at ``head_refit_lr``), so that old and new
   classes' rows are fit together instead of the new rows alone.
 
-``ncm`` and ``slca`` need the task's training split when it closes (``end_task(train)``; ``train_task`` passes it).
-The federated client closes tasks without it, so there they refuse with a ValueError until the federation passes
-its local split (and decides what of the statistics, if anything, leaves the client).
+``ncm`` and ``slca`` need the task's training split when it closes (``end_task(train)``; ``train_task`` passes it,
+and so does the federated client, with its own shard: the statistics stay on the client — ``fedproto``, whose
+contract sends per-class sums, aside).
 
 A prototype or a Gaussian is computed once, with the adapter of its own task; later adapters move the features
 of old classes away from them (the drift the papers avoid by freezing the backbone after the first task).

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
 from ..overrides import coerce
+from ..heads import HEAD_REGISTRY
 from ..sketch import L1_ESTIMATORS
 from ..tree_splits import SPLIT_REGISTRY
 from .methods import FedMethod, fed_method
@@ -48,6 +49,8 @@ class FedSettings:
     max_length: int = 32  # tokens
     lr: float = 1e-3  # Adam learning rate of the LoRA parameters
     head_lr: float = 1e-2  # Adam learning rate of the classification head
+    head: str = "linear"  # what scores a client's test examples (treelora.heads): linear | ncm (cosine to each class's
+    # mean feature, computed on the client's own shard when a task ends) | slca (head refit on class Gaussians)
     lam: float = 0.5  # regulariser weight λ
     regularizer: str = ""  # "" = the local method's default
     l1_reduction: str = ""  # l1-grad's L1 over a layer: "" = the learner's default (sum, as in the paper) | sum | mean
@@ -119,6 +122,11 @@ class FedSettings:
             raise ValueError(f"candidate-rule must be one of {', '.join(CANDIDATE_RULES)}, got {self.candidate_rule!r}")
         if self.tree_split not in SPLIT_REGISTRY:
             raise ValueError(f"tree-split must be one of {', '.join(SPLIT_REGISTRY)}, got {self.tree_split!r}")
+        if self.head not in HEAD_REGISTRY:
+            raise ValueError(f"head must be one of {', '.join(HEAD_REGISTRY)}, got {self.head!r}")
+        imposed = self.fed_method.learner_overrides.get("head")
+        if imposed is not None and self.head not in ("linear", imposed):
+            raise ValueError(f"method={self.method} scores with head={imposed}; head={self.head} does not apply")
         if self.tree_estimator not in L1_ESTIMATORS:
             raise ValueError(f"tree-estimator must be one of {', '.join(L1_ESTIMATORS)}, got {self.tree_estimator!r}")
         if self.scenario not in SCENARIOS:

@@ -30,6 +30,11 @@ def test_run_config_parses_types_and_names_unknown_keys():
         FedSettings(method="fedprox")
     with pytest.raises(ValueError, match="scenario must be one of"):
         FedSettings(scenario="random")
+    with pytest.raises(ValueError, match="head must be one of"):
+        FedSettings(head="knn")
+    with pytest.raises(ValueError, match="method=fedproto scores with head=ncm; head=slca does not apply"):
+        FedSettings(method="fedproto", head="slca")
+    assert FedSettings(method="local-only", head="ncm").learner_config().head == "ncm"
     with pytest.raises(ValueError, match="tree-estimator must be one of median, geomean"):
         FedSettings.from_run_config({"tree-estimator": "mean"})
     assert FedSettings(method="treelora").fed_method.sends_sketches
