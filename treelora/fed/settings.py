@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
-from ..overrides import coerce
 from ..heads import HEAD_REGISTRY
+from ..overrides import coerce
 from ..sketch import L1_ESTIMATORS
 from ..tree_splits import SPLIT_REGISTRY
 from .methods import FedMethod, fed_method
