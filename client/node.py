@@ -139,7 +139,7 @@ class ClientNode:
         losses, train_s = self._train_steps(learner, pos, rnd, steps, probe)
 
         outbox.add_adapter(learner.lora, start)
-        if self.fed.fed_method.sends_prototypes:
+        if self.fed.sends_prototypes:
             outbox.add_prototypes(self._task_sums(learner, state, pos))
         if shared_probe is None:
             outbox.add_sketch(learner.signature.value())
@@ -205,10 +205,11 @@ class ClientNode:
 
     def _task_sums(self, learner: ContinualLearner, state: dict[str, Any], pos: int
                    ) -> dict[int, tuple[torch.Tensor, int]]:
-        """Task ``pos``'s per-class feature sums and counts over this client's shard: computed once per task (the
-        encoder is frozen, so they do not change), kept in the client's state and sent with every report."""
+        """Task ``pos``'s per-class feature sums and counts over this client's shard, sent with every report: with
+        a frozen encoder (``fedproto``) computed once per task and kept in the client's state; with a training one
+        (``share-prototypes``) recomputed after each round's steps, at the adapter the report carries."""
         cached = state.get("prototype_sums")
-        if cached is None or cached["task"] != pos:
+        if cached is None or cached["task"] != pos or learner.cfg.lr > 0:
             task = self._task(pos)
             encoded = learner.encode(self._shard(task.train, self.schedule.tasks[pos]))
             cached = state["prototype_sums"] = {"task": pos, "sums": class_sums(learner, encoded, task.classes)}
@@ -320,7 +321,7 @@ class ClientNode:
         contract's one assignment validator, :func:`protos.validation.validate_assignment`)."""
         L = learner.lora.num_layers
         proto_classes, feature_dim = None, 0
-        if self.fed.fed_method.sends_prototypes:
+        if self.fed.sends_prototypes:
             position = self.schedule.position(int(assignment.round)) if assignment.round >= 1 else None
             last = position[0] if position is not None else -1
             proto_classes = {c for i in range(last + 1) for c in self._task(i).classes}

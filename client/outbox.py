@@ -101,7 +101,7 @@ class Outbox:
 
     def add_prototypes(self, stats: dict[int, tuple[torch.Tensor, int]]) -> None:
         """Per class of the current task, its feature sum and count (``proto.<c>.sum`` / ``proto.<c>.count``)."""
-        if self.method.sends_prototypes:
+        if self.fed.sends_prototypes:
             for cls, (total, count) in sorted(stats.items()):
                 self.tensors[proto_name(cls, "sum")] = total.float().cpu()
                 self.tensors[proto_name(cls, "count")] = torch.tensor([float(count)])

@@ -35,10 +35,12 @@ MAY_CHANGE_ON_RESUME = ("resume", "num_rounds", "out_dir", "timeout_s", "eval_ev
 def write_checkpoint(state: GlobalState) -> Path:
     """Write ``<out-dir>/checkpoint.pb`` durably; returns its path."""
     blob, meta, leaves = state.strategy.state_dict()
+    pool = state.strategy.pool
+    pool_blob, pool_meta = pool.state_dict() if pool is not None else ({}, {})
     buf = io.BytesIO()
-    torch.save({**blob, "shares": state.shares}, buf)
+    torch.save({**blob, "shares": state.shares, "prototype_pool": pool_blob}, buf)
     meta = {
-        **meta,
+        **meta, "prototype_pool": pool_meta, "partners": state.strategy.partners,
         "num_layers": state.num_layers, "adapter_shapes": state.adapter_shapes,
         "clients": {c: asdict(i) for c, i in state.clients.items()},
         "acc_rows": state.acc_rows, "history": state.history, "errors": state.errors,
@@ -75,6 +77,9 @@ def read_checkpoint(cls: type[GlobalState], fed: FedSettings, out_dir: str | Pat
     blob = torch.load(io.BytesIO(msg.tree), weights_only=False)
     leaves = [{f.name: getattr(r, f.name) for f in pb.LeafRecord.DESCRIPTOR.fields} for r in msg.leaves]
     state.strategy.load_state_dict(blob, meta, leaves, state.num_layers)
+    if state.strategy.pool is not None:
+        state.strategy.pool.load_state_dict(blob["prototype_pool"], meta["prototype_pool"])
+    state.strategy.partners = meta.get("partners", {})
     state.shares = blob["shares"]
     state.clients = {c: ClientInfo(**i) for c, i in meta["clients"].items()}
     state.acc_rows, state.history, state.errors = meta["acc_rows"], meta["history"], meta["errors"]

@@ -56,7 +56,7 @@ class ClientPrivacy:
             "delta": self.fed.dp_delta,
             "covers": covers,
             "not_covered": [x for x in ("sketches", "adapters") if x not in covers]
-            + (["prototypes"] if self.fed.fed_method.sends_prototypes else []),
+            + (["prototypes"] if self.fed.sends_prototypes else []),
             "per_client": {
                 c: {"epsilon": a.get_epsilon(self.fed.dp_delta), "releases": a.num_releases}
                 for c, a in sorted(self.accountants.items())

@@ -60,6 +60,8 @@ def build_results(state: GlobalState) -> dict[str, Any]:
         if vals:
             global_metrics[m] = mean_std(vals)
     strategy = state.strategy.results()
+    if state.strategy.pool is not None:
+        strategy = {**strategy, "prototypes": state.strategy.pool.results()}
     up = sum(h["bytes_up"] for h in state.history)
     down = sum(h["bytes_down"] for h in state.history)
     client_rounds = sum(h["replies"] for h in state.history) or 1

@@ -94,6 +94,7 @@ class GlobalState:
         """The ``train`` message for one client: the strategy's candidates and warm start, its shared layers."""
         info = self.clients.get(client)
         layers, tensors, warm_leaf = self.strategy.configure_train(self, client, info, rnd)
+        tensors.update(self.strategy.prototype_tensors(self, client, rnd))
         self.offered[client] = (rnd, {la.layer: frozenset(la.candidates) for la in layers if la.candidates})
         by_layer = {la.layer: la for la in layers}
         for layer, ab in sorted(self.shares.get(client, {}).items()):
@@ -182,6 +183,8 @@ class GlobalState:
         # --- everything validated: apply
         new_task = info is None or info.task_index != int(report.task_index)
         info = self._record_progress(report, self._bind(report.client_id, node_id, info), rnd)
+        if self.strategy.pool is not None:
+            self.strategy.pool.ingest(report, tensors)
         if not method.sends_adapters:
             self.strategy.ingest_train(self, report, tensors, info)
             return report

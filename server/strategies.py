@@ -49,6 +49,7 @@ from treelora.registry import Registry
 from .aggregation import Adapter
 from .global_tree import GlobalTree
 from .leaf_store import LeafStore
+from .prototype_pool import PrototypePool
 
 if TYPE_CHECKING:
     from .state import ClientInfo, GlobalState
@@ -67,14 +68,34 @@ class Strategy:
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         self.fed = fed
         self.method: type[FedMethod] = fed_method(self.name)
-        self.feature_dim: int | None = None  # prototype methods: the feature width (trust on first use)
+        # per-class feature statistics, for the methods whose clients send them (fedproto, share-prototypes)
+        self.pool: PrototypePool | None = PrototypePool(fed) if fed.sends_prototypes else None
+        self.partners: dict[str, list[str]] = {}  # client → the clients it shared a layer with in the last round
+
+    @property
+    def feature_dim(self) -> int | None:
+        """The prototype statistics' feature width (None until the first report, or without a pool)."""
+        return None if self.pool is None else self.pool.feature_dim
 
     def start(self, state: GlobalState, num_clients: int) -> None:
         """The loop is about to play its first round (also after a resume) with ``num_clients`` clients."""
+        if self.pool is not None:
+            self.pool.start(num_clients)
 
     def expected_prototypes(self, state: GlobalState, report: pb.ClientReport) -> Mapping[int, int] | None:
         """``{class: most examples}`` whose ``proto.<c>.sum/count`` this train report must carry (None: none)."""
-        return None
+        return None if self.pool is None else self.pool.expected(report)
+
+    def prototype_partners(self, state: GlobalState, client: str) -> set[str] | None:
+        """The clients whose class statistics ``client``'s prototypes pool (None: every client): itself and the
+        clients it averaged any layer with in the last aggregation (``share-prototypes``)."""
+        return {client, *self.partners.get(client, ())}
+
+    def prototype_tensors(self, state: GlobalState, client: str, rnd: int) -> dict[str, torch.Tensor]:
+        """The pooled ``proto.<c>.mean`` a train assignment carries (none without a pool)."""
+        if self.pool is None or client not in state.clients:
+            return {}
+        return self.pool.tensors_for(client, rnd, self.prototype_partners(state, client))
 
     # ------------------------------------------------------------------ train
     def configure_train(self, state: GlobalState, client: str, info: ClientInfo | None, rnd: int
@@ -134,6 +155,12 @@ class Strategy:
         """The averaging groups of this round's adapters (recorded for the tree-quality figures)."""
         groups = self.groups(state, adapters)
         state.audit.record_groups(state.round + 1, groups)
+        partners: dict[str, set[str]] = {}
+        for members in groups.values():
+            if len(members) > 1:
+                for c in members:
+                    partners.setdefault(c, set()).update(m for m in members if m != c)
+        self.partners = {c: sorted(p) for c, p in sorted(partners.items())}
         return groups
 
     # ------------------------------------------------------------------ evaluate

@@ -49,7 +49,7 @@ def test_fedproto_runs_and_reports_carry_only_prototype_statistics(proto_run):
     assert res["privacy"]["not_covered"][-1] == "prototypes"
     state = GlobalState(fed, "/nonexistent")
     state.strategy.start(state, 4)
-    catalogue = state.strategy.catalogue
+    catalogue = state.strategy.pool.catalogue
     proto_bytes_up = 0
     reports = _by_round(grid.received, "train")
     assert reports
@@ -107,7 +107,7 @@ def test_global_prototype_is_the_counts_weighted_mean_of_what_clients_sent(proto
     state = GlobalState.resume(replace(fed, resume=True), fed.out_dir)
     for cls, parts in latest.items():
         want = sum(s.astype(np.float64) for s, _ in parts.values()) / sum(n for _, n in parts.values())
-        np.testing.assert_allclose(state.strategy.global_prototype(cls).numpy(), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state.strategy.pool.mean(cls).numpy(), want, rtol=1e-5, atol=1e-6)
         assert sorted(parts) == res["prototypes"][str(cls)]["clients"]
     assert state.strategy.feature_dim == next(iter(latest[0].values()))[0].shape[0]
 
@@ -125,7 +125,7 @@ def test_lora_stays_frozen_and_the_ncm_head_holds_the_global_prototypes(proto_ru
         protos = saved["head_state"]["prototypes"]
         last = max(int(k) for k in res["prototypes"] if f"c{c}" in res["prototypes"][k]["clients"])
         assert protos is not None
-        torch.testing.assert_close(protos[last], server.strategy.global_prototype(last), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(protos[last], server.strategy.pool.mean(last), rtol=1e-5, atol=1e-6)
 
 
 def _client_state(fed: FedSettings, c: int) -> Path:
@@ -148,7 +148,7 @@ def test_fedproto_resumes_after_a_crash_to_the_uninterrupted_result(tmp_path, pr
 
     run_until_crash(grid, FedSettings.from_run_config(rc))
     saved = GlobalState.resume(FedSettings.from_run_config(rc), tmp_path / "server")
-    assert saved.round == 2 and saved.strategy.contributions and saved.strategy.feature_dim
+    assert saved.round == 2 and saved.strategy.pool.contributions and saved.strategy.feature_dim
     res = run(grid, FedSettings.from_run_config({**rc, "resume": True}), progress=False)
     assert res["rounds"] == 4 and not res["errors"]
     assert res["prototypes"] == uninterrupted["prototypes"]
@@ -156,8 +156,8 @@ def test_fedproto_resumes_after_a_crash_to_the_uninterrupted_result(tmp_path, pr
         {c: d["accuracy_matrix"] for c, d in uninterrupted["per_client"].items()}
     a = GlobalState.resume(FedSettings.from_run_config({**rc, "resume": True}), tmp_path / "server").strategy
     b = GlobalState.resume(replace(fed0, resume=True), fed0.out_dir).strategy
-    for cls in b.contributions:
-        torch.testing.assert_close(a.global_prototype(cls), b.global_prototype(cls))
+    for cls in b.pool.contributions:
+        torch.testing.assert_close(a.pool.mean(cls), b.pool.mean(cls))
 
 
 # ---------------------------------------------------------------------------------------------------- hostile
@@ -202,11 +202,11 @@ def _edit(control: bytes, arrays: dict, *, drop=(), add=None, rename=None) -> tu
 
 def hostile_cases(state: GlobalState, replies: dict) -> dict:
     c0, a0 = replies[1]
-    classes = sorted(state.strategy.catalogue["c0/t0"])
-    other = next(c for key, v in state.strategy.catalogue.items() for c in v if c not in classes)
+    classes = sorted(state.strategy.pool.catalogue["c0/t0"])
+    other = next(c for key, v in state.strategy.pool.catalogue.items() for c in v if c not in classes)
     k = classes[0]
     s, n = proto_name(k, "sum"), proto_name(k, "count")
-    shard = state.strategy.catalogue["c0/t0"][k]
+    shard = state.strategy.pool.catalogue["c0/t0"][k]
     nan = a0[s].copy()
     nan[0] = np.nan
     return {
@@ -237,17 +237,17 @@ def _retask(control: bytes) -> bytes:
 def test_hostile_prototype_statistics_are_rejected_with_the_state_unchanged(primed):
     state, replies = copy.deepcopy(primed[0]), primed[1]
     before = snapshot(state)
-    contributions = copy.deepcopy(state.strategy.contributions)
+    contributions = copy.deepcopy(state.strategy.pool.contributions)
     for name, (code, control, arrays) in hostile_cases(state, replies).items():
         with pytest.raises(ProtocolError) as err:
             state.ingest("c0", 1, 2, control, arrays, live_nodes=[1, 2, 3, 4])
         assert err.value.code == code, (name, err.value)
         assert err.value.reason, name
         assert snapshot(state) == before, f"{name} changed the server state"
-    assert state.strategy.contributions.keys() == contributions.keys()
+    assert state.strategy.pool.contributions.keys() == contributions.keys()
     for cls, parts in contributions.items():
         for client, (total, _) in parts.items():
-            assert torch.equal(state.strategy.contributions[cls][client][0], total)
+            assert torch.equal(state.strategy.pool.contributions[cls][client][0], total)
     # and the valid replies still pass
     for nid, (control, arrays) in replies.items():
         state.ingest(f"c{nid - 1}", nid, 2, control, arrays, live_nodes=[1, 2, 3, 4])
@@ -255,7 +255,7 @@ def test_hostile_prototype_statistics_are_rejected_with_the_state_unchanged(prim
 
 def test_a_task_outside_the_scenario_is_refused(primed):
     state, replies = copy.deepcopy(primed[0]), primed[1]
-    state.strategy.catalogue.pop("c0/t0")
+    state.strategy.pool.catalogue.pop("c0/t0")
     with pytest.raises(ProtocolError) as err:
         state.ingest("c0", 1, 2, *replies[1], live_nodes=[1, 2, 3, 4])
     assert err.value.code == "bad-value" and "scenario" in err.value.reason

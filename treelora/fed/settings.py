@@ -51,6 +51,9 @@ class FedSettings:
     head_lr: float = 1e-2  # Adam learning rate of the classification head
     head: str = "linear"  # what scores a client's test examples (treelora.heads): linear | ncm (cosine to each class's
     # mean feature, computed on the client's own shard when a task ends) | slca (head refit on class Gaussians)
+    share_prototypes: bool = False  # head=ncm: each report also carries its task's per-class feature sums and counts
+    # (live adapter, the client's shard), and a class's prototype is pooled, counts-weighted, with the clients the
+    # method averaged any layer with in the last round (fedproto always pools with everyone)
     lam: float = 0.5  # regulariser weight λ
     regularizer: str = ""  # "" = the local method's default
     l1_reduction: str = ""  # l1-grad's L1 over a layer: "" = the learner's default (sum, as in the paper) | sum | mean
@@ -124,6 +127,16 @@ class FedSettings:
             raise ValueError(f"tree-split must be one of {', '.join(SPLIT_REGISTRY)}, got {self.tree_split!r}")
         if self.head not in HEAD_REGISTRY:
             raise ValueError(f"head must be one of {', '.join(HEAD_REGISTRY)}, got {self.head!r}")
+        if self.share_prototypes:
+            if self.fed_method.sends_prototypes:
+                raise ValueError(f"method={self.method} always pools its prototypes; share-prototypes is for the "
+                                 f"adapter-sharing methods")
+            if self.head != "ncm":
+                raise ValueError(f"share-prototypes pools the ncm head's class means; it needs head=ncm, got "
+                                 f"head={self.head}")
+            if self.dp_noise > 0 or self.dp_adapter_noise > 0:
+                raise ValueError("share-prototypes releases per-class feature sums and counts, which no DP knob "
+                                 "clips or noises; run it without DP")
         imposed = self.fed_method.learner_overrides.get("head")
         if imposed is not None and self.head not in ("linear", imposed):
             raise ValueError(f"method={self.method} scores with head={imposed}; head={self.head} does not apply")
@@ -142,6 +155,12 @@ class FedSettings:
     def learner_method(self) -> str:
         """The continual learner each client runs."""
         return self.fed_method.learner_method(self.local_method)
+
+    @property
+    def sends_prototypes(self) -> bool:
+        """Whether every train report carries per-class feature sums and counts (``fedproto``, or
+        ``share-prototypes``)."""
+        return self.fed_method.sends_prototypes or self.share_prototypes
 
     def max_rounds(self) -> int:
         """Rounds the server plays: ``num-rounds``, or as many as one client's whole schedule."""
