@@ -31,6 +31,9 @@ def run_one(preset: dict, method: str, seed: int, clients: int, out: Path, resum
         res = json.loads(saved.read_text())
         if res.get("bench_preset") == preset and res.get("bench_clients") == clients:
             return res
+    import shutil
+
+    shutil.rmtree(saved.parent, ignore_errors=True)  # a fresh run: no client state or checkpoint of an earlier one
     from client.client_app import app as client_app
     from server.local_grid import LocalGrid
     from server.loop import run
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["treelora", "fedavg-lora", "local-only"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key of the preset (a TOML value or a bare string)")
+    p.add_argument("--method-set", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                   help="override a run-config key for one method only (after --set)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "fed_accuracy"))
     p.add_argument("--reference", default="treelora", help="method every other is compared with, paired by seed")
     p.add_argument("--results", default="", help="also write simulations/results/<NAME>.json (committed summaries)")
@@ -72,16 +77,25 @@ def main(argv: list[str] | None = None) -> int:
         preset.update(run_config_overrides(args.set))  # the same --set as simulations.run
     except ValueError as exc:
         p.error(f"--set: {exc}")
+    per_method: dict[str, dict] = {m: dict(preset) for m in args.methods}
+    for item in args.method_set:
+        method, sep, kv = item.partition(":")
+        if not sep or method not in per_method:
+            p.error(f"--method-set {item!r}: expected METHOD:KEY=VALUE with METHOD one of --methods")
+        try:
+            per_method[method].update(run_config_overrides([kv]))
+        except ValueError as exc:
+            p.error(f"--method-set: {exc}")
     out = Path(args.out)
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:
         for method in args.methods:  # interleaved, so machine load hits every method alike
-            res = run_one(preset, method, seed, args.clients, out, resume=args.resume)
+            res = run_one(per_method[method], method, seed, args.clients, out, resume=args.resume)
             rows[method].append(res)
             m = res["metrics"]
             print(f"{method:12s} seed {seed}: ACC {100 * m['acc']['mean']:.2f}  BWT {100 * m['bwt']['mean']:.2f}  "
                   f"up {res['bytes_up_per_client_round'] / 1024:.1f} KiB  {res['wall_s']:.0f} s", flush=True)
-    return report(rows, args, argv, preset, machine.finish())
+    return report(rows, args, argv, preset, machine.finish(), per_method)
 
 
 TREE_FIGURES = ("clade_purity", "sibling_rate", "nn_purity", "top_levels_ari_family", "warm_start", "candidates",
@@ -141,7 +155,7 @@ def layer_precision(rs: list[dict]) -> str:
 
 
 def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str] | None, preset: dict,
-           machine: dict) -> int:
+           machine: dict, per_method: dict[str, dict] | None = None) -> int:
     """Tables (mean ± sd, paired differences to the reference with 95% intervals), the oracle-gain share, JSON."""
     from treelora.paired import markdown_paired, paired_table
 
@@ -198,6 +212,8 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
         "machine": machine,
         "command": "python -m simulations.bench_fed_accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
         "preset": preset,
+        "method_overrides": {m: {k: v for k, v in rc.items() if preset.get(k) != v}
+                             for m, rc in (per_method or {}).items() if rc != preset},
         "clients": args.clients,
         "seeds": args.seeds,
         "summary": summary,

@@ -127,6 +127,15 @@ def test_bench_fed_accuracy_tiny_pairs_seeds_and_bounds_by_the_oracle(tmp_path, 
     assert rc == 0 and saved.stat().st_mtime_ns == stamp  # read back, not re-run
     again = _json(tmp_path / "fed_accuracy.json")
     assert again["summary"]["fedavg-lora"]["per_seed_acc"] == data["summary"]["fedavg-lora"]["per_seed_acc"][1:]
+    rc = bench_fed_accuracy.main([
+        "--preset", "scale", "--clients", "2", "--seeds", "1", "--methods", "fedavg-lora", "--reference",
+        "fedavg-lora", "--set", "scenario=identical", "--set", "train-per-class=16", "--out", str(tmp_path),
+        "--resume", "--method-set", "fedavg-lora:local-steps=1",
+    ])
+    assert rc == 0 and saved.stat().st_mtime_ns != stamp  # another preset for that method: run again
+    assert _json(tmp_path / "fed_accuracy.json")["method_overrides"] == {"fedavg-lora": {"local-steps": 1}}
+    with pytest.raises(SystemExit):
+        bench_fed_accuracy.main(["--preset", "scale", "--methods", "fedavg-lora", "--method-set", "treelora:lr=1"])
 
 
 def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
