@@ -7,8 +7,8 @@ A train report carries, by the federated method's contract (:class:`treelora.fed
 * ``sketch.<l>`` — the sketch of the current task's running signature (``sends_sketches``);
 * ``final.<l>`` — when the task ends, the sketch of its final signature (``sends_sketches``);
 * ``proto.<c>.sum`` / ``proto.<c>.count`` — per class of the current task, the sum of the client's features over
-  its shard and their count (``sends_prototypes``: ``fedproto``; no DP covers them, so a run config with DP is
-  refused for that method).
+  its shard and their count (``FedSettings.sends_prototypes``: ``fedproto``, or ``share-prototypes`` with the
+  ``ncm`` head, then at the adapter of this report; no DP covers them, so a run config with DP is refused then).
 
 With ``dp-noise`` a signature is clipped and noised *before* sketching (a Cauchy sketch has unbounded L2
 sensitivity, so noise after it would not be calibrated). Noise comes from OS entropy: a seed the server could
