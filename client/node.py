@@ -160,6 +160,10 @@ class ClientNode:
             row = {self.task_key(i): learner.evaluate(self._task(i), key=local_key(i)) for i in range(pos + 1)}
             state["eval_rows"].append(row)
             metrics.update({f"acc/{k}": v for k, v in row.items()})
+            for i in range(pos + 1):  # the task-incremental and task-inference views (treelora.evaluation)
+                views = learner.evaluate_views(self._task(i), key=local_key(i))
+                metrics[f"til/{self.task_key(i)}"] = views["til"]
+                metrics[f"ti/{self.task_key(i)}"] = views["task_inference"]
         arrays_out, manifest = outbox.encode()
         examples = len(losses) * self.fed.batch_size
         report = make_report(

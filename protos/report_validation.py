@@ -13,7 +13,8 @@ Bounds that no honest client exceeds, whatever its data:
   (``2 · MAX_SKETCH_ABS / dim``: ξ is an L1 estimate per coordinate);
 * adapter values with |x| ≤ :data:`MAX_ADAPTER_ABS`, sketch values with |x| ≤ :data:`MAX_SKETCH_ABS` (finite
   values of ±3e38 would overflow the tree's means and distances);
-* only the metric keys the client sends (:data:`TRAIN_METRICS`, ``acc/<task key>`` at a task's end);
+* only the metric keys the client sends (:data:`TRAIN_METRICS`, ``acc/<task key>`` at a task's end, and there
+  optionally the ``til/`` and ``ti/`` rows of the same tasks, :data:`VIEW_PREFIXES`);
 * prototype statistics (``fedproto``): exactly ``proto.<c>.sum`` ``(feature dim,)`` and ``proto.<c>.count``
   ``(1,)`` for every class ``c`` of the client's current task, a count that is an integer in [1, the client's
   shard size] and a sum with every |x| ≤ count × :data:`MAX_FEATURE_ABS`.
@@ -92,6 +93,8 @@ def _check_identity(report: pb.ClientReport, expect: ReportExpectation) -> None:
         raise ProtocolError("bad-identity", f"report is from client {report.client_id!r}, expected "
                             f"{expect.client_id!r}")
 
+VIEW_PREFIXES = ("til/", "ti/")  # a finished task's task-incremental and task-inference rows (optional, complete)
+
 
 def _in_range(value: float, lo: float, hi: float, what: str) -> None:
     check_finite(value, what)
@@ -101,8 +104,9 @@ def _in_range(value: float, lo: float, hi: float, what: str) -> None:
 
 def _check_metrics(report: pb.ClientReport, expect: ReportExpectation) -> None:
     acc = {k[4:]: v for k, v in report.metrics.items() if k.startswith("acc/")}
+    views = {p: {k[len(p):] for k in report.metrics if k.startswith(p)} for p in VIEW_PREFIXES}
     for key, value in report.metrics.items():
-        if key.startswith("acc/"):
+        if key.startswith(("acc/", *VIEW_PREFIXES)):
             _in_range(value, 0.0, 1.0, f"accuracy {key!r}")
         elif key in ("train_s",):
             _in_range(value, 0.0, MAX_SECONDS, f"metric {key!r}")
@@ -116,11 +120,16 @@ def _check_metrics(report: pb.ClientReport, expect: ReportExpectation) -> None:
             check_finite(value, f"metric {key!r}")
     if expect.acc_keys is None:
         return
-    if not report.task_finished and acc:
-        raise ProtocolError("bad-value", f"an unfinished task's report carries accuracies {sorted(acc)}")
+    if not report.task_finished and (acc or any(views.values())):
+        raise ProtocolError("bad-value", f"an unfinished task's report carries accuracies "
+                            f"{sorted(acc) or sorted(k for v in views.values() for k in v)}")
     if report.task_finished and set(acc) != set(expect.acc_keys):
         raise ProtocolError("bad-value", f"accuracy row names {sorted(acc)}, expected the client's tasks "
                             f"{sorted(expect.acc_keys)}")
+    for prefix, keys in views.items():
+        if keys and keys != set(expect.acc_keys):
+            raise ProtocolError("bad-value", f"{prefix[:-1]} row names {sorted(keys)}, expected the client's tasks "
+                                f"{sorted(expect.acc_keys)} (or none)")
 
 
 def _check_pulls(report: pb.ClientReport, num_layers: int, dims: list[int], known_leaves: Any,

@@ -43,7 +43,7 @@ def write_checkpoint(state: GlobalState) -> Path:
         **meta, "prototype_pool": pool_meta, "partners": state.strategy.partners,
         "num_layers": state.num_layers, "adapter_shapes": state.adapter_shapes,
         "clients": {c: asdict(i) for c, i in state.clients.items()},
-        "acc_rows": state.acc_rows, "history": state.history, "errors": state.errors,
+        "acc_rows": state.acc_rows, "view_rows": state.view_rows, "history": state.history, "errors": state.errors,
         "evaluations": state.evaluations,
         "model_bytes": state.model_bytes, "privacy": state.privacy.state_dict(), "audit": state.audit.state(),
     }
@@ -84,6 +84,7 @@ def read_checkpoint(cls: type[GlobalState], fed: FedSettings, out_dir: str | Pat
     state.clients = {c: ClientInfo(**i) for c, i in meta["clients"].items()}
     state.acc_rows, state.history, state.errors = meta["acc_rows"], meta["history"], meta["errors"]
     state.evaluations = meta.get("evaluations", [])
+    state.view_rows = meta.get("view_rows", {})
     state.model_bytes = meta["model_bytes"]
     state.privacy.load_state_dict(meta.get("privacy", {}))
     state.audit.load(meta.get("audit", {}))

@@ -1,9 +1,11 @@
 """The results of a federated run as one dict (written to results.json by :mod:`server.report`).
 
 Per client: the accuracy matrix built from the rows it reported when each task ended (row j = scores on tasks
-0..j after task j), and its metrics when the matrix is complete; globally: mean ± std of the clients' metrics,
-bytes up and down (total and per client-round, and against a full-model FedAvg), per-round accounting, rejected
-messages, the DP report, and the method's own entries (TreeLoRA-Fed: its leaves and tree).
+0..j after task j; class-incremental, the headline), and its metrics when the matrix is complete, with the same
+for its task-incremental and task-inference rows (``views``; their means in ``view_metrics``); globally: mean ±
+std of the clients' metrics, bytes up and down (total and per client-round, and against a full-model FedAvg),
+per-round accounting, rejected messages, the DP report, and the method's own entries (TreeLoRA-Fed: its leaves
+and tree).
 """
 
 from __future__ import annotations
@@ -54,11 +56,27 @@ def build_results(state: GlobalState) -> dict[str, Any]:
             "accuracy_matrix": [[None if math.isnan(x) else x for x in r] for r in R],
             "metrics": summarize(R) if complete else {},
         }
+        views = {}
+        for view, vrows in state.view_rows.get(client, {}).items():
+            if len(vrows) != len([r for r in rows if r]):
+                continue  # a row without its views (another client version): the view's matrix would misalign
+            _, V = client_matrix(vrows)
+            views[view] = {"accuracy_matrix": [[None if math.isnan(x) else x for x in r] for r in V],
+                           "metrics": summarize(V) if complete else {}}
+        if views:
+            per_client[client]["views"] = views
     global_metrics = {}
     for m in ("acc", "bwt", "bwt_clipped", "forgetting"):
         vals = [c["metrics"][m] for c in per_client.values() if m in c["metrics"]]
         if vals:
             global_metrics[m] = mean_std(vals)
+    view_metrics = {}
+    for view in ("til", "task_inference"):
+        for m in ("acc", "bwt", "forgetting"):
+            vals = [c["views"][view]["metrics"][m] for c in per_client.values()
+                    if m in c.get("views", {}).get(view, {}).get("metrics", {})]
+            if vals:
+                view_metrics[f"{view}_{m}"] = mean_std(vals)
     strategy = state.strategy.results()
     if state.strategy.pool is not None:
         strategy = {**strategy, "prototypes": state.strategy.pool.results()}
@@ -71,6 +89,7 @@ def build_results(state: GlobalState) -> dict[str, Any]:
         "rounds": state.round,
         "per_client": per_client,
         "metrics": {k: {"mean": v[0], "std": v[1]} for k, v in global_metrics.items()},
+        "view_metrics": {k: {"mean": v[0], "std": v[1]} for k, v in view_metrics.items()},
         "bytes_up_total": up,
         "bytes_down_total": down,
         "bytes_up_per_client_round": up / client_rounds,

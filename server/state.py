@@ -76,7 +76,8 @@ class GlobalState:
         self.clients: dict[str, ClientInfo] = {}
         self.shares: dict[str, Adapter] = {}
         self.round_adapters: dict[str, tuple[Adapter, int]] = {}  # this round's reports, averaged at its end
-        self.acc_rows: dict[str, list[dict[str, float]]] = {}
+        self.acc_rows: dict[str, list[dict[str, float]]] = {}  # CIL rows (the headline accuracy matrix)
+        self.view_rows: dict[str, dict[str, list[dict[str, float]]]] = {}  # client → til / task_inference rows
         self.history: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []  # the evaluate rounds' scores (eval-every, and the final one)
         self.errors: list[dict[str, Any]] = []
@@ -233,6 +234,10 @@ class GlobalState:
         if report.task_finished:
             row = {k[4:]: float(v) for k, v in report.metrics.items() if k.startswith("acc/")}
             self.acc_rows.setdefault(report.client_id, []).append(row)
+            for view, prefix in (("til", "til/"), ("task_inference", "ti/")):
+                vrow = {k[len(prefix):]: float(v) for k, v in report.metrics.items() if k.startswith(prefix)}
+                if vrow:
+                    self.view_rows.setdefault(report.client_id, {}).setdefault(view, []).append(vrow)
         return info
 
     def record_error(self, rnd: int, node_id: int, exc: Exception) -> None:

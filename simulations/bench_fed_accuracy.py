@@ -160,8 +160,9 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
     from treelora.paired import markdown_paired, paired_table
 
     table = [
-        "| method | ACC % | BWT % | forgetting % | KiB up / client-round | KiB down / client-round | wall s / run |",
-        "|---|---|---|---|---|---|---|",
+        "| method | ACC % | BWT % | forgetting % | TIL ACC % | KiB up / client-round | KiB down / client-round | "
+        "wall s / run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
     for method, rs in rows.items():
@@ -171,14 +172,18 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
             return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
         acc, bwt, fgt = ms("acc"), ms("bwt"), ms("forgetting")
+        tils = [100 * r["view_metrics"]["til_acc"]["mean"] for r in rs if "til_acc" in r.get("view_metrics", {})]
+        til = f"{np.mean(tils):.2f}" if len(tils) == len(rs) else "-"
         up = float(np.mean([r["bytes_up_per_client_round"] for r in rs])) / 1024
         down = float(np.mean([r["bytes_down_per_client_round"] for r in rs])) / 1024
         wall = float(np.mean([r["wall_s"] for r in rs]))
         summary[method] = {"acc": acc, "bwt": bwt, "forgetting": fgt, "kib_up": up, "kib_down": down, "wall_s": wall,
-                           "per_seed_acc": [r["metrics"]["acc"]["mean"] for r in rs]}
+                           "per_seed_acc": [r["metrics"]["acc"]["mean"] for r in rs],
+                           "per_seed_til_acc": [r.get("view_metrics", {}).get("til_acc", {}).get("mean")
+                                                for r in rs]}
         table.append(
             f"| {method} | {acc[0]:.2f} ± {acc[1]:.2f} | {bwt[0]:.2f} ± {bwt[1]:.2f} | "
-            f"{fgt[0]:.2f} ± {fgt[1]:.2f} | {up:.1f} | {down:.1f} | {wall:.0f} |"
+            f"{fgt[0]:.2f} ± {fgt[1]:.2f} | {til} | {up:.1f} | {down:.1f} | {wall:.0f} |"
         )
     tree_rows = tree_figures(rows)
     if tree_rows:

@@ -15,7 +15,7 @@ from treelora.fed.settings import FedSettings
 
 ALLOWED_TENSORS = re.compile(r"^(adapter\.\d+\.[AB]|sketch\.\d+|final\.\d+)$")
 PROTO_TENSORS = re.compile(r"^proto\.\d+\.(sum|count)$")  # fedproto's only tensors: a class's feature sum, count
-ALLOWED_METRICS = re.compile(r"^(train_s|loss|model_bytes|stream_done|probe|last_round|acc/c\d+/t\d+)$")
+ALLOWED_METRICS = re.compile(r"^(train_s|loss|model_bytes|stream_done|probe|last_round|(acc|til|ti)/c\d+/t\d+)$")
 REPORT_FIELDS = {"version", "round", "run_id", "client_id", "task_key", "task_index", "task_finished",
                  "num_examples", "steps", "loss", "pulls", "manifest", "metrics"}
 EVAL_FIELDS = {"version", "round", "client_id", "task_keys", "accuracies", "tasks_seen"}

@@ -130,6 +130,9 @@ def cases(replies: dict, state: GlobalState) -> dict:
         "acc-of-another-client": ("bad-value", _mut(c0, metrics={**r0.metrics, "acc/c1/t0": 0.5})),
         "acc-missing-task": ("bad-value", _mut(c0, metrics={k: v for k, v in r0.metrics.items() if k != "acc/c0/t0"})),
         "acc-7.5": ("bad-value", _mut(c0, metrics={**r0.metrics, "acc/c0/t1": 7.5})),
+        "til-7.5": ("bad-value", _mut(c0, metrics={**r0.metrics, "til/c0/t1": 7.5})),
+        "til-names-no-task": ("bad-value", _mut(c0, metrics={**r0.metrics, "til/anything": 0.5})),
+        "ti-missing-task": ("bad-value", _mut(c0, metrics={k: v for k, v in r0.metrics.items() if k != "ti/c0/t0"})),
         "stream-done-stale-round": ("bad-round", _mut(done, round=1), {}),
         "stream-done-nan": ("bad-value", _mut(done, metrics={"stream_done": math.nan}), {}),
         "stream-done-before-the-end": ("bad-value", done, {}),
@@ -157,7 +160,7 @@ def cases(replies: dict, state: GlobalState) -> dict:
         "task-key-and-index-disagree": ("malformed", _mut(c0, task_index=0)),
         "task-ahead-of-schedule": ("bad-value", _mut(c0, task_key="c0/t2", task_index=2)),
         "finished-task-again": ("malformed", _mut(c0, task_key="c0/t0", task_index=0, metrics={
-            **{k: v for k, v in r0.metrics.items() if not k.startswith("acc/")}, "acc/c0/t0": 0.5})),
+            **{k: v for k, v in r0.metrics.items() if not k.startswith(("acc/", "til/", "ti/"))}, "acc/c0/t0": 0.5})),
         "wrong-round": ("bad-round", _mut(c0, round=3)),
         "old-round": ("bad-round", _mut(c0, round=1)),
         "empty-client": ("malformed", _mut(c0, client_id="")),

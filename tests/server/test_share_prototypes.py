@@ -36,6 +36,13 @@ def test_reports_carry_live_class_sums_and_prototypes_pool_only_among_partners(o
     grid, res, fed = oracle_run
     assert not res["errors"] and res["rounds"] == 4
     assert res["privacy"]["not_covered"][-1] == "prototypes" and res["prototypes"]
+    # every finished task also reports its task-incremental and task-inference rows; TIL (argmax over the task's
+    # own classes) is never below CIL (argmax over all seen classes) on the same scores
+    assert {"til_acc", "til_bwt", "task_inference_acc"} <= set(res["view_metrics"])
+    for c in res["per_client"].values():
+        cil, til = np.array(c["accuracy_matrix"], float), np.array(c["views"]["til"]["accuracy_matrix"], float)
+        assert cil.shape == til.shape == (2, 2)
+        assert np.all(np.nan_to_num(til, nan=1) >= np.nan_to_num(cil, nan=0) - 1e-9)
     received = sorted(_by_round(grid.received, "train"), key=lambda x: x[0])
     sums: dict[tuple[str, int], list[np.ndarray]] = {}
     latest: dict[int, dict[str, tuple[np.ndarray, float]]] = {}
