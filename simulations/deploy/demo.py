@@ -52,12 +52,15 @@ def run_config(quick: bool, out: Path) -> dict[str, Any]:
 
 
 def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP end the demo like Ctrl-C does: through the ``finally`` that stops every process."""
+    """SIGTERM and SIGHUP end the demo like Ctrl-C does: through the ``finally`` that stops every process. SIGINT
+    gets Python's own handler back even where it was inherited as ignored (a shell starts a background job
+    ``cmd &`` with SIGINT ignored, and Python then keeps it so), so that ``kill -INT`` always stops the demo."""
     def handler(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def say(msg: str) -> None:
