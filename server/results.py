@@ -40,6 +40,11 @@ def client_matrix(rows: list[dict[str, float]]) -> tuple[list[str], np.ndarray]:
     return keys, R
 
 
+def _json_rows(R: np.ndarray) -> list[list[float | None]]:
+    """An accuracy matrix as JSON rows (None where a score is missing)."""
+    return [[None if math.isnan(x) else x for x in r] for r in R]
+
+
 def build_results(state: GlobalState) -> dict[str, Any]:
     """Everything results.json holds (see the module docstring)."""
     per_client = {}
@@ -53,7 +58,7 @@ def build_results(state: GlobalState) -> dict[str, Any]:
         complete = T > 0 and not np.isnan(R[np.tril_indices(T)]).any()
         per_client[client] = {
             "tasks": keys,
-            "accuracy_matrix": [[None if math.isnan(x) else x for x in r] for r in R],
+            "accuracy_matrix": _json_rows(R),
             "metrics": summarize(R) if complete else {},
         }
         views = {}
@@ -61,7 +66,7 @@ def build_results(state: GlobalState) -> dict[str, Any]:
             if len(vrows) != len([r for r in rows if r]):
                 continue  # a row without its views (another client version): the view's matrix would misalign
             _, V = client_matrix(vrows)
-            views[view] = {"accuracy_matrix": [[None if math.isnan(x) else x for x in r] for r in V],
+            views[view] = {"accuracy_matrix": _json_rows(V),
                            "metrics": summarize(V) if complete else {}}
         if views:
             per_client[client]["views"] = views

@@ -161,17 +161,12 @@ def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor,
     """``Σ_l metric[l] · d_l(center[l], x[l])`` for a concatenated centre ``(D,)`` and per-layer ``xs`` (each
     ``(p_l,)`` or ``(N, p_l)``, or pre-:func:`stacked`): the distance the centroid rules route and compare by.
     Under a layer-free distance the centre may also be ``(k, D)`` against one signature: ``(k,)`` distances."""
-    if isinstance(xs, torch.Tensor):  # pre-stacked (..., L, p): one call over all layers
+    xs = stacked(tree, xs)
+    if isinstance(xs, torch.Tensor):  # one call over all layers: (..., L, p) centre against (N, L, p) rows
         L, width = xs.shape[-2:]
         d = tree.distance_fn(0, center.view(*center.shape[:-1], L, width), xs).to(torch.float64)
         return (d * metric.to(torch.float64)).sum(dim=-1)
     off = _offsets([x[0] if x.dim() > 1 else x for x in xs])
-    if tree.layer_free_distance and len({off[l + 1] - off[l] for l in range(len(xs))}) == 1:
-        # one call over all layers at once: (..., L, p) centre against (N, L, p) rows -> (N, L)
-        width = off[1]
-        stacked = torch.stack(xs, dim=-2)
-        d = tree.distance_fn(0, center.view(*center.shape[:-1], len(xs), width), stacked).to(torch.float64)
-        return (d * metric.to(torch.float64)).sum(dim=-1)
     if center.dim() > 1:
         return torch.stack([weighted(tree, metric, c, xs) for c in center])
     total = None
@@ -190,11 +185,10 @@ def pairwise(tree: TaskTree, xs: list[torch.Tensor], *, chunk_floats: int = 1 <<
     layer-free distance a few row blocks against all rows over every layer at once (≤ ``chunk_floats`` floats of
     differences per call), else one call per row and layer."""
     n, L = xs[0].shape[0], len(xs)
-    widths = {x.shape[1] for x in xs}
-    if tree.layer_free_distance and len(widths) == 1:
-        stacked = torch.stack(xs, dim=1)  # (n, L, p)
-        rows = max(1, chunk_floats // max(1, n * L * widths.pop()))
-        blocks = [tree.distance_fn(0, stacked[i:i + rows, None], stacked[None]).to(torch.float64)
+    rows_all = stacked(tree, xs)
+    if isinstance(rows_all, torch.Tensor):  # (n, L, p)
+        rows = max(1, chunk_floats // max(1, rows_all.numel()))
+        blocks = [tree.distance_fn(0, rows_all[i:i + rows, None], rows_all[None]).to(torch.float64)
                   for i in range(0, n, rows)]  # each (rows, n, L)
         return torch.cat(blocks).permute(2, 0, 1).contiguous()
     return torch.stack([torch.stack([tree.distance_fn(l, xs[l][i], xs[l]).to(torch.float64) for i in range(n)])
