@@ -246,8 +246,10 @@ class ClientNode:
                                        batches=self.fed.probe_batches, kind=self.fed.tree_signature, seed=self.fed.seed)
 
     def _release_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
-        """Task ``pos``'s shared-probe signature, released (DP when on) and sketched at the LoRA's layer widths."""
-        return Outbox(self.fed, self._sketcher(learner.lora.layer_dims())).release(self._shared_probe(learner, pos))
+        """Task ``pos``'s shared-probe signature, released (DP when on) and sketched at its own layer widths (the LoRA
+        layers' ``[A, B]`` lengths for a gradient probe, their input widths for ``probe-input``)."""
+        signature = self._shared_probe(learner, pos)
+        return Outbox(self.fed, self._sketcher([v.numel() for v in signature])).release(signature)
 
     def _task_probe(self, learner: ContinualLearner, state: dict[str, Any], pos: int) -> list[torch.Tensor]:
         """The released sketch of task ``pos``'s shared-probe signature: released (DP) once per task, when the task

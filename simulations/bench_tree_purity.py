@@ -3,7 +3,8 @@ find them? Offline, on scenarios with known ground truth, over seeds, signatures
 
 For each scenario and seed the leaves' raw signatures come from :mod:`simulations.purity_signatures` (the
 expensive part, cached under ``--cache``). Then, per signature (``live``: the running gradient at the client's
-own adapter, as today; ``probe-grad`` / ``probe-fisher``: the shared probe of :mod:`treelora.probe`) and per DP
+own adapter, as today; ``probe-grad`` / ``probe-fisher`` / ``probe-input``: the shared probe of
+:mod:`treelora.probe`) and per DP
 noise multiplier σ (0 = no DP), every leaf is released as a client releases it (:func:`treelora.privacy.
 gaussian_release`, clip = the median joint L2 norm of that signature over the leaves, before sketching), sketched
 as the server receives it (``sketch-dim`` Cauchy coordinates per layer, ``sketch-seed``), and for every split rule
@@ -33,7 +34,7 @@ from simulations.purity_signatures import SCENARIOS, leaf_signatures
 
 __all__ = ["main", "measure"]
 
-KINDS = ("live", "probe-grad", "probe-fisher")
+KINDS = ("live", "probe-grad", "probe-fisher", "probe-input")
 SPLITS = ("l1-median", "dot-consecutive", "bisect", "average-linkage")
 
 
@@ -127,11 +128,12 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     cell(rs, lambda r: r["clade_purity"]["rate"]), cell(rs, lambda r: r["sibling_rate"]["rate"]),
                     cell(rs, lambda r: r["nn_purity"]["overall"]["rate"]),
                     cell(rs, lambda r: r["top_levels_ari_family"], pct=False),
+                    cell(rs, lambda r: r.get("spread_cut_ari_family"), pct=False),
                     cell(rs, lambda r: r["lca_depth"]["same_task"], pct=False),
                     cell(rs, lambda r: r["lca_depth"]["different_task"], pct=False),
                     cell(rs, lambda r: r["warm_start"]["rate"])])
     return md_table(["scenario", "signature", "DP σ", "split", "clade purity", "sibling rate", "NN purity",
-                     "family ARI (top)", "LCA depth same", "LCA depth diff", "warm-start hit"], out)
+                     "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff", "warm-start hit"], out)
 
 
 def main(argv: list[str] | None = None) -> int:

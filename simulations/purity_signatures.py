@@ -9,11 +9,12 @@ each task of its schedule on its shard (:func:`treelora.fed.scenarios.shard`) fo
 * ``live``: the running signature at the task's end (what ``final.<l>`` sketches today);
 * ``live_query``: the one-batch gradient at the live adapter just before the task starts (today's warm-start
   probe, ``ClientNode.probe``);
-* ``probe-grad`` / ``probe-fisher``: the shared-probe signatures (:mod:`treelora.probe`; ``probe-batches``
-  batches; the same value serves as leaf and as warm-start query, as in the federation).
+* ``probe-grad`` / ``probe-fisher`` / ``probe-input``: the shared-probe signatures (:mod:`treelora.probe`;
+  ``probe-batches`` batches; the same value serves as leaf and as warm-start query, as in the federation).
 
 Raw signatures (not sketches) are cached in ``runs/tree_purity/<scenario>-seed<k>.pt``, so sketching, DP noise
-and trees are re-done cheaply.
+and trees are re-done cheaply. A shared probe does not depend on training (it is taken at the reference point), so
+a probe kind missing from an older cache is filled in without retraining.
 """
 
 from __future__ import annotations
@@ -70,11 +71,14 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
     from treelora.learner import ContinualLearner
     from treelora.streams import load_stream
 
+    from treelora.probe import PROBE_KINDS
+
     fed, n_clients = scenario_settings(name, seed, **overrides)
     tag = "" if not overrides else "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
     path = Path(cache_dir) / f"{name}-seed{seed}{tag}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    cached = torch.load(path, weights_only=False) if path.exists() else None
+    if cached is not None and all(k in e for e in cached["signatures"].values() for k in PROBE_KINDS):
+        return cached
     t0 = time.perf_counter()
     stream = load_stream(fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
                          test_per_class=fed.test_per_class)
@@ -98,8 +102,15 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
             part = shard(task.train, owners.index(c), len(owners), fed.seed)
             encoded = learner.encode(part)
             key = task_key(client_id(c), pos)
+            if cached is not None:  # only the missing probe kinds: they need no training
+                entry = cached["signatures"][key]
+                for kind in PROBE_KINDS:
+                    if kind not in entry:
+                        entry[kind] = learner.probe_signature(part, task.classes, batches=fed.probe_batches,
+                                                              kind=kind, seed=fed.seed)
+                continue
             entry = {"live_query": _one_batch_grad(learner, encoded, task.classes, fed.batch_size, pos)}
-            for kind in ("probe-grad", "probe-fisher"):
+            for kind in PROBE_KINDS:
                 entry[kind] = learner.probe_signature(part, task.classes, batches=fed.probe_batches, kind=kind,
                                                       seed=fed.seed)
             learner.begin_task(f"t{pos}", task.classes)
@@ -120,6 +131,10 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
             sigs[key] = entry
             finish.append(((pos + 1) * fed.rounds_per_task, c, key))
             log(f"[{name} seed {seed}] {key} = {truth[key][0]} done ({time.perf_counter() - t0:.0f}s)")
+    if cached is not None:
+        cached["seconds_probes_added"] = time.perf_counter() - t0
+        torch.save(cached, path)
+        return cached
     out = {"truth": truth, "order": [k for _, _, k in sorted(finish)], "signatures": sigs,
            "settings": {**dataclasses.asdict(fed), "clients": n_clients}, "seconds": time.perf_counter() - t0}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,11 @@ at which each task's loss gradient is measured on a few seeded mini-batches of t
   the same head rows on every node; a causal LM in generate mode has no head.
 * ``probe-grad``: the mean over batches of each layer's flattened ``[dL/dA, dL/dB]``; ``probe-fisher``: the mean of
   its elementwise square (a diagonal empirical Fisher over mini-batch gradients).
+* ``probe-input``: the mean over batches of each LoRA layer's *input* (over the batch's real tokens; length
+  ``d_in``), a forward pass only. It does not see the labels: it places a task by what its examples look like to the
+  backbone, so related tasks with disjoint classes land near each other (the gradients put them about equally far
+  apart, because disjoint classes meet disjoint random head rows), but two tasks on the same inputs with different
+  labels are indistinguishable to it.
 
 Every tensor is drawn from a ``torch.Generator`` seeded from a SHA-256 of ``(seed, layer, part)``, so it depends
 on nothing else (not on the global RNG, the live state, the device). The model runs in eval mode (no dropout), so
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROBE_KINDS", "reference_adapter", "reference_head", "probe_signature"]
 
-PROBE_KINDS = ("probe-grad", "probe-fisher")
+PROBE_KINDS = ("probe-grad", "probe-fisher", "probe-input")
 B_SCALE = 0.1  # B's bound is B_SCALE / sqrt(r)
 
 
@@ -64,8 +69,8 @@ def reference_head(num_classes: int, hidden: int, seed: int) -> tuple[torch.Tens
 
 def probe_signature(learner: ContinualLearner, examples: list[Any], classes: list[int], *, batches: int, kind: str,
                     seed: int) -> list[torch.Tensor]:
-    """Per LoRA layer, the task's ``probe-grad`` or ``probe-fisher`` signature (CPU float32, the layer's
-    ``[A, B]`` length) on the first ``batches`` seeded mini-batches of ``examples`` (batch size of the learner's
+    """Per LoRA layer, the task's ``probe-grad`` / ``probe-fisher`` (CPU float32, the layer's ``[A, B]`` length) or
+    ``probe-input`` signature (the layer's input width) on the first ``batches`` seeded mini-batches of ``examples`` (batch size of the learner's
     config), at the reference point of ``seed``; the learner's live state is left exactly as it was."""
     if kind not in PROBE_KINDS:
         raise ValueError(f"probe kind must be one of {', '.join(PROBE_KINDS)}, got {kind!r}")
@@ -83,6 +88,10 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
     cls = torch.tensor(sorted(int(c) for c in classes), device=learner.device)
     acc: list[torch.Tensor] | None = None
     n = 0
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [] if kind != "probe-input" else [
+        layer.register_forward_hook(lambda _m, args, _out, i=i: inputs.__setitem__(i, args[0].detach()))
+        for i, layer in enumerate(lora.layers)]
     try:
         with torch.random.fork_rng(devices=[learner.device] if learner.device.type == "cuda" else []):
             lora.load_snapshot(ref)
@@ -96,10 +105,15 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
                 for p in params:
                     p.grad = None
                 batch = {k: v.to(learner.device) for k, v in batch.items()}
-                with learner._autocast():
-                    loss = model.loss(batch, cls)
-                loss.float().backward()
-                g = [v.float() for v in lora.grad_vectors()]
+                if kind == "probe-input":
+                    with torch.no_grad(), learner._autocast():
+                        model.loss(batch, cls)
+                    g = [_token_mean(inputs[i], batch.get("attention_mask")) for i in range(lora.num_layers)]
+                else:
+                    with learner._autocast():
+                        loss = model.loss(batch, cls)
+                    loss.float().backward()
+                    g = [v.float() for v in lora.grad_vectors()]
                 if kind == "probe-fisher":
                     g = [v * v for v in g]
                 acc = [v.clone() for v in g] if acc is None else [a.add_(v) for a, v in zip(acc, g)]
@@ -107,6 +121,8 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
                 if n >= batches:
                     break
     finally:
+        for h in hooks:
+            h.remove()
         lora.load_snapshot(live)
         if head is not None:
             with torch.no_grad():
@@ -117,3 +133,13 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
         model.train(was_training)
     assert acc is not None
     return [(a / n).detach().to("cpu", torch.float32) for a in acc]
+
+
+def _token_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A layer input's mean feature vector over a batch: over the real (unmasked) tokens when ``x`` is
+    ``(batch, tokens, d)`` and ``mask`` is the batch's ``(batch, tokens)`` attention mask, else over every position."""
+    x = x.float()
+    if mask is not None and x.dim() == 3 and tuple(mask.shape) == tuple(x.shape[:2]):
+        m = mask.to(x.dtype).unsqueeze(-1)
+        return (x * m).sum((0, 1)) / m.sum().clamp_min(1.0)
+    return x.reshape(-1, x.shape[-1]).mean(0)

@@ -14,7 +14,11 @@ Inputs are a :class:`~treelora.tree.TaskTree` and, per entry key, its true strea
   against tasks and against families;
 * ``top_levels_ari_family``: the ARI against families of the tree cut into as many groups as there are families
   (the frontier grown breadth-first from the root: the shallowest, then the largest node split first) — how well
-  the top of the tree separates families whatever the number of families.
+  the top of the tree separates families whatever the number of families;
+* ``spread_cut_ari_family``: the same, but the cut splits the node whose two children are farthest apart first
+  (average distance between their members, the tree's own ``distance_fn`` summed over layers) — the usual way to cut
+  a dendrogram into k groups; a linkage tree is unbalanced, so a family can sit deeper than a smaller, nearer
+  one and the breadth-first frontier cuts the wrong nodes.
 
 Rates are ``{"rate", "hits", "total"}`` (rate None when total is 0). :func:`hit_rate`,
 :func:`candidate_hit_rate` and :func:`group_precision_recall` score the choices a server made with the tree
@@ -119,6 +123,40 @@ def _frontier(tree: TaskTree, k: int) -> list[Node]:
     return cut
 
 
+def _spread(tree: TaskTree, node: Node, cap: int = 64) -> float:
+    """The mean summed-over-layers distance between the members of ``node``'s first two children (at most ``cap``
+    of each, evenly spaced): how far apart the split put them."""
+    sides = []
+    for child in node.children[:2]:
+        keys = child.keys[:: max(1, len(child.keys) // cap)][:cap]
+        sides.append([tree.entries[k].signature for k in keys])
+    if len(sides) < 2:
+        return 0.0
+    total = 0.0
+    for layer in range(tree.num_layers):
+        b = torch.stack([sig[layer] for sig in sides[1]])
+        total += sum(float(tree.distance_fn(layer, a[layer], b).double().sum()) for a in sides[0])
+    return total / (len(sides[0]) * len(sides[1]))
+
+
+def _spread_cut(tree: TaskTree, k: int) -> list[Node]:
+    """The tree cut into ``k`` groups by splitting the node of the largest :func:`_spread` first."""
+    assert tree.root is not None
+    cut = [tree.root]
+    spread: dict[str, float] = {}
+    while len(cut) < k:
+        inner = [n for n in cut if not n.is_leaf]
+        if not inner:
+            break
+        for n in inner:
+            if n.path not in spread:
+                spread[n.path] = _spread(tree, n)
+        node = max(inner, key=lambda n: (spread[n.path], n.path))
+        cut.remove(node)
+        cut.extend(node.children)
+    return cut
+
+
 def _nearest(tree: TaskTree, keys: list[str], layers: Sequence[int]) -> dict[str, str | None]:
     """Each key's nearest key of another owner by the summed distance over ``layers``."""
     sig = {k: tree.entry_of(k).signature for k in keys}
@@ -189,8 +227,8 @@ def tree_quality(tree: TaskTree, leaf_task: dict[str, str], leaf_family: dict[st
             "nmi_family": normalized_mutual_info(part, [leaf_family.get(k, leaf_task[k]) for k in keys]),
         }
     families = [leaf_family.get(k, leaf_task[k]) for k in keys]
-    cut = _frontier(tree, len(set(families)))
-    where = {m: n.path for n in cut for m in _members(tree, n)}
+    where = {m: n.path for n in _frontier(tree, len(set(families))) for m in _members(tree, n)}
+    by_spread = {m: n.path for n in _spread_cut(tree, len(set(families))) for m in _members(tree, n)}
     return {
         "leaves": len(keys),
         "tasks": len(by_task),
@@ -203,6 +241,7 @@ def tree_quality(tree: TaskTree, leaf_task: dict[str, str], leaf_family: dict[st
         "nn_purity": _nn_purity(tree, keys, leaf_task),
         "levels": levels,
         "top_levels_ari_family": adjusted_rand_index([where[k] for k in keys], families),
+        "spread_cut_ari_family": adjusted_rand_index([by_spread[k] for k in keys], families),
     }
 
 

@@ -19,6 +19,8 @@ RC = {"stream": "synthetic-text", "backbone": "tiny-bert", "tasks-per-client": 2
     ("live", 4 + 2 + 1),
     # shared probe: one release per task (sent with every report of the task), plus the warm-start query's own
     ("probe-grad", 2 + 1),
+    # the label-free probe: sketched at the LoRA layers' input widths, released and accounted the same way
+    ("probe-input", 2 + 1),
 ])
 def test_dp_sketches_are_accounted_per_client(tmp_path, signature, releases):
     rc = dict(RC, **{"out-dir": str(tmp_path / "server"), "tree-signature": signature})

@@ -152,12 +152,28 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
     data = _json(tmp_path / "tree_purity.json")
     rows = data["rows"]
     assert {(r["signature"], r["noise"], r["split"]) for r in rows} == {
-        (k, 0.0, s) for k in ("live", "probe-grad", "probe-fisher") for s in ("l1-median", "bisect")} | {
+        (k, 0.0, s) for k in ("live", "probe-grad", "probe-fisher", "probe-input") for s in ("l1-median", "bisect")} | {
         ("probe-grad", 0.01, s) for s in ("l1-median", "bisect")}
     for r in rows:
         assert r["leaves"] == 4 and r["warm_start"]["total"] == 4 and 0 <= r["nn_purity"]["overall"]["rate"] <= 1
         assert (r["epsilon_per_client"] is None) == (r["noise"] == 0)
+        assert -1 <= r["spread_cut_ari_family"] <= 1
     assert bench_tree_purity.main(argv) == 0  # the second run reads the cached signatures
+    # a cache from before a probe kind existed gets it filled in (no retraining), the same values as a fresh one
+    import torch
+
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    full = torch.load(cache, weights_only=False)
+    old = {**full, "signatures": {k: {n: v for n, v in e.items() if n != "probe-input"}
+                                  for k, e in full["signatures"].items()}}
+    torch.save(old, cache)
+    overrides = {"backbone": "tiny-bert", "stream": "synthetic-text", "train_per_class": 8, "local_steps": 1,
+                 "rounds_per_task": 1, "batch_size": 4, "probe_batches": 1, "max_length": 12}
+    again = purity_signatures.leaf_signatures("tiny", 0, tmp_path / "cache", log=lambda m: None, **overrides)
+    assert "seconds_probes_added" in again
+    for k, e in full["signatures"].items():
+        assert all(torch.equal(a, b) for a, b in zip(again["signatures"][k]["probe-input"], e["probe-input"]))
+        assert all(torch.equal(a, b) for a, b in zip(again["signatures"][k]["live"], e["live"]))
 
 
 def test_bench_central_tiny(tmp_path, capsys):

@@ -25,7 +25,7 @@ def _train_a_bit(learner, task, steps=3):
             break
 
 
-@pytest.mark.parametrize("kind", ["probe-grad", "probe-fisher"])
+@pytest.mark.parametrize("kind", ["probe-grad", "probe-fisher", "probe-input"])
 def test_same_seed_same_signature_whatever_the_live_state(stream, kind):
     task = stream.tasks[0]
     a = make_learner("seqlora", stream, seed=0)
@@ -33,8 +33,10 @@ def test_same_seed_same_signature_whatever_the_live_state(stream, kind):
     _train_a_bit(b, task)  # different adapter, head, optimiser state
     sa = a.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
     sb = b.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
-    assert len(sa) == a.lora.num_layers and [s.numel() for s in sa] == a.lora.layer_dims()
-    assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(sa, sb))
+    widths = a.lora.layer_dims() if kind != "probe-input" else [a.lora.params(l)[0].shape[1]
+                                                                 for l in range(a.lora.num_layers)]
+    assert len(sa) == a.lora.num_layers and [s.numel() for s in sa] == widths
+    assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(sa, sb))
     assert all(float(x.abs().sum()) > 0 for x in sa)  # B != 0 at the reference: A's gradient does not vanish
     if kind == "probe-fisher":
         assert all(bool((x >= 0).all()) for x in sa)
@@ -69,3 +71,26 @@ def test_unknown_kind_is_refused(stream):
     learner = make_learner("seqlora", stream)
     with pytest.raises(ValueError, match="probe kind"):
         learner.probe_signature(stream.tasks[0].train, stream.tasks[0].classes, batches=1, kind="live", seed=0)
+
+
+def test_probe_input_sees_the_inputs_not_the_labels(stream):
+    """The mean layer input at the reference point: blind to the class list, changed by other examples, and the
+    forward hooks it uses are gone afterwards."""
+    task, other = stream.tasks[0], stream.tasks[1]
+    learner = make_learner("seqlora", stream)
+    sig = learner.probe_signature(task.train, task.classes, batches=2, kind="probe-input", seed=7)
+    relabelled = learner.probe_signature(task.train, other.classes, batches=2, kind="probe-input", seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(sig, relabelled))
+    moved = learner.probe_signature(other.train, task.classes, batches=2, kind="probe-input", seed=7)
+    assert not all(torch.allclose(x, y) for x, y in zip(sig, moved))
+    assert all(not layer._forward_hooks for layer in learner.lora.layers)
+    assert all(float(x.abs().sum()) > 0 for x in sig)
+
+
+def test_token_mean_counts_only_the_real_tokens():
+    from treelora.probe import _token_mean
+
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [100.0, 100.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.allclose(_token_mean(x, mask), torch.tensor([3.0, 4.0]))
+    assert torch.allclose(_token_mean(x[:, 0], None), torch.tensor([3.0, 4.0]))  # (batch, d): every row

@@ -44,7 +44,7 @@ def test_a_tree_that_follows_the_tasks_scores_full_marks():
     assert q["sibling_rate"]["rate"] == 1.0
     assert q["lca_depth"]["same_task"] == 1.0 and q["lca_depth"]["different_task"] == 0.0
     assert q["levels"]["1"]["ari_task"] == pytest.approx(1.0) and q["levels"]["1"]["nmi_family"] == pytest.approx(1.0)
-    assert q["top_levels_ari_family"] == pytest.approx(1.0)
+    assert q["top_levels_ari_family"] == pytest.approx(1.0) and q["spread_cut_ari_family"] == pytest.approx(1.0)
     # nearest other-client key by summed L1: layer 0 alone separates the tasks, layer 1 alone mixes them
     assert q["nn_purity"]["overall"]["rate"] == 1.0
     assert q["nn_purity"]["per_layer"]["0"]["rate"] == 1.0 and q["nn_purity"]["per_layer"]["1"]["rate"] == 0.0
@@ -55,6 +55,28 @@ def test_a_tree_that_groups_by_client_scores_zero():
     assert q["clade_purity"]["rate"] == 0.0 and q["sibling_rate"]["rate"] == 0.0
     assert q["lca_depth"]["same_task"] == 0.0
     assert q["levels"]["1"]["ari_task"] < 0 and q["top_levels_ari_family"] < 0
+
+
+def test_the_spread_cut_splits_the_farthest_node_where_the_breadth_first_frontier_splits_the_shallowest():
+    # families x = {a1, a2, a3} (close), y = {b1, b2}, z = {c} (far from y); the root splits x | (y, z) and the two
+    # depth-1 nodes tie on size, so the breadth-first frontier splits x (the first path) and leaves y, z together
+    sig = {"c0/a1": 0.0, "c1/a2": 0.1, "c2/a3": 0.2, "c3/b1": 5.0, "c4/b2": 5.1, "c5/c": 50.0}
+    task = {k: k.split("/")[1] for k in sig}
+    family = {k: task[k][0] for k in sig}
+    x, yz = ["c0/a1", "c1/a2", "c2/a3"], ["c3/b1", "c4/b2", "c5/c"]
+    root = _node("", list(sig), [
+        _node("0", x, [_node("00", x[:1]), _node("01", x[1:], [_node("010", x[1:2]), _node("011", x[2:])])]),
+        _node("1", yz, [_node("10", yz[:2], [_node("100", yz[:1]), _node("101", yz[1:2])]), _node("11", yz[2:])]),
+    ])
+    tree = TaskTree.from_dict({
+        "version": TREE_FORMAT_VERSION, "num_layers": 1, "split": "l1-median", "leaf_size": 1, "max_depth": 3,
+        "entries": [{"key": k, "signature": [torch.tensor([v])], "members": [k], "weight": 1.0, "payload": None}
+                    for k, v in sig.items()],
+        "root": root,
+    })
+    q = tree_quality(tree, task, family)
+    assert q["spread_cut_ari_family"] == pytest.approx(1.0)
+    assert q["top_levels_ari_family"] < 0.5
 
 
 def test_ari_and_nmi_against_known_values():

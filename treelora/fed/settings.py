@@ -27,7 +27,7 @@ from .scenarios import SCENARIOS
 __all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
 
 NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
-TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher")
+TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher", "probe-input")
 CANDIDATE_RULES = ("nearest", "lcb")
 
 
@@ -64,7 +64,8 @@ class FedSettings:
     sketch_dim: int = 256  # s, coordinates per layer sketch
     sketch_kind: str = "cauchy"  # cauchy (L1) | gaussian (L2)
     tree_signature: str = "probe-grad"  # what leaves are placed by: live (the running signature at the client's own
-    # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter)
+    # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter) |
+    # probe-input (each LoRA layer's mean input there: label-free, places tasks by their inputs)
     probe_batches: int = 4  # mini-batches of a shared-probe signature
     sketch_seed: int = 1234  # shared by every node: the same seed gives the same sketch matrices
     wire_dtype: str = "bfloat16"  # adapters on the wire; sketches always float32
