@@ -133,7 +133,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     cell(rs, lambda r: r["lca_depth"]["different_task"], pct=False),
                     cell(rs, lambda r: r["warm_start"]["rate"])])
     return md_table(["scenario", "signature", "DP σ", "split", "clade purity", "sibling rate", "NN purity",
-                     "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff", "warm-start hit"], out)
+                     "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff",
+                     "warm-start hit"], out)
 
 
 def main(argv: list[str] | None = None) -> int:

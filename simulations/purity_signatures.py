@@ -69,9 +69,8 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
     from treelora.fed.keys import client_id, task_key
     from treelora.fed.scenarios import holders, leaf_truth, make_schedule, shard
     from treelora.learner import ContinualLearner
-    from treelora.streams import load_stream
-
     from treelora.probe import PROBE_KINDS
+    from treelora.streams import load_stream
 
     fed, n_clients = scenario_settings(name, seed, **overrides)
     tag = "" if not overrides else "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))

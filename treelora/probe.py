@@ -69,9 +69,10 @@ def reference_head(num_classes: int, hidden: int, seed: int) -> tuple[torch.Tens
 
 def probe_signature(learner: ContinualLearner, examples: list[Any], classes: list[int], *, batches: int, kind: str,
                     seed: int) -> list[torch.Tensor]:
-    """Per LoRA layer, the task's ``probe-grad`` / ``probe-fisher`` (CPU float32, the layer's ``[A, B]`` length) or
-    ``probe-input`` signature (the layer's input width) on the first ``batches`` seeded mini-batches of ``examples`` (batch size of the learner's
-    config), at the reference point of ``seed``; the learner's live state is left exactly as it was."""
+    """Per LoRA layer, the task's ``probe-grad`` / ``probe-fisher`` (CPU float32, the layer's ``[A, B]`` length)
+    or ``probe-input`` signature (the layer's input width) on the first ``batches`` seeded mini-batches of
+    ``examples`` (batch size of the learner's config), at the reference point of ``seed``; the learner's live state
+    is left exactly as it was."""
     if kind not in PROBE_KINDS:
         raise ValueError(f"probe kind must be one of {', '.join(PROBE_KINDS)}, got {kind!r}")
     if batches < 1 or not examples:
