@@ -185,9 +185,12 @@ def _check_magnitudes(tensors: dict[str, torch.Tensor]) -> None:
         if parse_proto_name(name) is not None:
             continue  # bounded by their counts (_check_prototypes)
         bound = MAX_ADAPTER_ABS if name.startswith("adapter.") else MAX_SKETCH_ABS
-        if t.numel() and float(t.abs().max()) > bound:
-            raise ProtocolError("bad-value", f"tensor {name!r} has |x| up to {float(t.abs().max()):.4g}, over the "
-                                f"bound {bound:g}")
+        if not t.numel():
+            continue
+        lo, hi = torch.aminmax(t)  # one pass, no |t| temporary
+        top = max(-float(lo), float(hi))
+        if top > bound:
+            raise ProtocolError("bad-value", f"tensor {name!r} has |x| up to {top:.4g}, over the bound {bound:g}")
 
 
 def expected_report_tensors(*, num_layers: int, adapter_shapes: Shapes, sketch_dim: int, task_finished: bool,

@@ -13,6 +13,7 @@ fraction: O(1) builds per insert amortised instead of one O(N) build every few i
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -50,9 +51,10 @@ class GlobalTree:
     def __len__(self) -> int:
         return 0 if self.tree is None else len(self.tree)
 
-    def keys(self) -> set[str]:
-        """Entry keys (the leaves a pull or a candidate may name)."""
-        return set() if self.tree is None else set(self.tree.entries)
+    def keys(self) -> AbstractSet[str]:
+        """Entry keys (the leaves a pull or a candidate may name): a live view, O(1) membership, no copy (a
+        report's every pull is checked against it: a copy per report cost O(leaves))."""
+        return frozenset() if self.tree is None else self.tree.entries.keys()
 
     def add(self, key: str, final: list[torch.Tensor], weight: float) -> None:
         """Insert a finished task's leaf; rebuild when the schedule says so."""

@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.numpy import save as save_numpy
 from safetensors.torch import load_file, save
 
 from treelora.io import write_bytes_atomic
 
 __all__ = ["LeafStore"]
+
+
+def _safetensors_bytes(flat: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors file of ``flat``: through numpy when every tensor is a plain CPU float32 one (the same
+    bytes, 4x faster than the torch writer on a leaf's ~36 small tensors), else the torch writer."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 and not t.requires_grad for t in flat.values()):
+        return save_numpy({k: t.numpy() for k, t in flat.items()})
+    return save(flat)
 
 
 class LeafStore:
@@ -41,7 +50,7 @@ class LeafStore:
         fname = key.replace("/", "__") + ".safetensors"
         flat = {f"{l}.{p}": t.contiguous() for l, ab in adapter.items() for p, t in ab.items()}
         flat.update({f"sketch.{l}": t.contiguous() for l, t in enumerate(final)})
-        write_bytes_atomic(self.leaf_dir / fname, save(flat))
+        write_bytes_atomic(self.leaf_dir / fname, _safetensors_bytes(flat))
         rec = {"key": key, "client_id": client, "task_key": key, "task_index": int(task_index),
                "adapter_file": fname, "num_examples": int(num_examples)}
         self.records[key] = rec

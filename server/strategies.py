@@ -23,6 +23,7 @@ method send is the shared contract :class:`treelora.fed.methods.FedMethod` of th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -130,9 +131,9 @@ class Strategy:
         """A probe reply: the warm-start leaf chosen for the client ("" for none)."""
         return ""
 
-    def known_leaves(self) -> set[str]:
+    def known_leaves(self) -> AbstractSet[str]:
         """Leaf keys a report's pulls may name."""
-        return set()
+        return frozenset()
 
     def ingest_train(self, state: GlobalState, report: pb.ClientReport, tensors: dict[str, torch.Tensor],
                      info: ClientInfo) -> None:
@@ -198,10 +199,23 @@ class TreeLoRAFed(Strategy):
         self.bandits: dict[str, TreeLCBBandit] = {}
         self.sketches: dict[str, list[torch.Tensor]] = {}  # client → latest current-task sketch
         self.warm: dict[str, str] = {}  # client → warm-start leaf for its next task
+        self._paths: dict[str, tuple[Any, Any, int, list[Any]]] = {}  # client → (sketch, tree, version, path)
 
     @property
     def tree(self) -> Any:
         return self.index.tree
+
+    def _path(self, client: str, sketch: list[torch.Tensor]) -> list[Any]:
+        """The tree path of the client's current sketch. The aggregation that ends a round locates every client,
+        and the next round's assignment asks for the same sketch in the same tree: the path is kept until the
+        sketch object or the tree changes."""
+        tree = self.index.tree
+        hit = self._paths.get(client)
+        if hit is not None and hit[0] is sketch and hit[1] is tree and tree is not None and hit[2] == tree.version:
+            return hit[3]
+        path = self.index.locate(sketch)
+        self._paths[client] = (sketch, tree, -1 if tree is None else tree.version, path)
+        return path
 
     def _bandit(self, client: str, num_layers: int) -> TreeLCBBandit:
         if client not in self.bandits:
@@ -219,7 +233,7 @@ class TreeLoRAFed(Strategy):
             bandit = self._bandit(client, state.num_layers)
             info.bandit_t += 1
             sketch = self.sketches.get(client)
-            path = self.index.locate(sketch) if sketch is not None else []
+            path = self._path(client, sketch) if sketch is not None else []
             nearest = self._nearest_candidates(client, sketch) if self.fed.candidate_rule == "nearest" else None
             for layer in range(state.num_layers):
                 chosen: list[str] = []
@@ -275,7 +289,7 @@ class TreeLoRAFed(Strategy):
         state.audit.record_warm(client, report.task_key, best, self.index.keys())
         return best
 
-    def known_leaves(self) -> set[str]:
+    def known_leaves(self) -> AbstractSet[str]:
         return self.index.keys()
 
     def ingest_train(self, state: GlobalState, report: pb.ClientReport, tensors: dict[str, torch.Tensor],
@@ -300,7 +314,7 @@ class TreeLoRAFed(Strategy):
         sketch = self.sketches.get(client)
         if len(self.index) == 0 or sketch is None:
             return [""]
-        return [n.path for n in self.index.locate(sketch)]
+        return [n.path for n in self._path(client, sketch)]
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         tree, counters = self.index.state(set(self.leaves.records))

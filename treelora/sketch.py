@@ -172,13 +172,23 @@ def _median_last(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (low[..., -2] + low[..., -1])
 
 
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.to(torch.float32)  # a same-dtype .to() still costs a dispatch
+
+
 def _geomean_last(x: torch.Tensor) -> torch.Tensor:
     # Li (2008)'s geometric-mean estimator of a Cauchy scale: cos^k(pi / 2k) * prod |x_j|^(1/k), unbiased, with the
     # sample median's asymptotic variance pi^2 / 4k, and a mean instead of a selection (no sort: 5-10x cheaper).
     # An exactly zero coordinate (identical sketches there) counts as the float32 tiny value.
     k = x.shape[-1]
-    logs = torch.log(x.clamp_min(torch.finfo(torch.float32).tiny))
-    return math.cos(math.pi / (2 * k)) ** k * torch.exp(logs.mean(dim=-1))
+    scale = math.cos(math.pi / (2 * k)) ** k
+    tiny = torch.finfo(torch.float32).tiny
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        # numpy's log and mean are 2-3x cheaper than torch's on the server's small (2, L, s) blocks
+        logs = np.log(np.maximum(x.numpy(), np.float32(tiny)))
+        mean = np.add.reduce(logs, axis=-1) / np.float32(k)
+        return torch.from_numpy(np.asarray(np.exp(mean) * np.float32(scale), dtype=np.float32))
+    return torch.exp(torch.log(x.clamp_min(tiny)).mean(dim=-1)) * scale
 
 
 L1_ESTIMATORS = {"median": _median_last, "geomean": _geomean_last}
@@ -252,8 +262,8 @@ class LinearSketch:
             raise ValueError(f"l1_distance needs a 'cauchy' sketch, this one is {self.kind!r}")
         if estimator not in L1_ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(L1_ESTIMATORS)}, got {estimator!r}")
-        diff = _sketch_pair(self.out_dim, sa, sb) if checked else sa.to(torch.float32) - sb.to(torch.float32)
-        return L1_ESTIMATORS[estimator](diff.abs())
+        diff = _sketch_pair(self.out_dim, sa, sb) if checked else _f32(sa) - _f32(sb)
+        return L1_ESTIMATORS[estimator](diff.abs_())
 
     def l2_distance(self, sa: torch.Tensor, sb: torch.Tensor, *, checked: bool = True) -> torch.Tensor:
         """Estimate ``||a - b||_2`` from Gaussian (JL) sketches: ``||sa - sb||_2`` over the last dimension."""

@@ -164,8 +164,9 @@ def weighted(tree: TaskTree, metric: torch.Tensor, center: torch.Tensor,
     xs = stacked(tree, xs)
     if isinstance(xs, torch.Tensor):  # one call over all layers: (..., L, p) centre against (N, L, p) rows
         L, width = xs.shape[-2:]
-        d = tree.distance_fn(0, center.view(*center.shape[:-1], L, width), xs).to(torch.float64)
-        return (d * metric.to(torch.float64)).sum(dim=-1)
+        d = tree.distance_fn(0, center.view(*center.shape[:-1], L, width), xs)
+        m = metric if metric.dtype == torch.float64 else metric.double()
+        return torch.matmul(d.double(), m)  # Σ_l metric[l] · d_l
     off = _offsets([x[0] if x.dim() > 1 else x for x in xs])
     if center.dim() > 1:
         return torch.stack([weighted(tree, metric, c, xs) for c in center])

@@ -165,3 +165,20 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_protocol_error_codes(case):
     check_case(*CASES[case])
+
+
+def test_bfloat16_decode_matches_torch_on_every_bit_pattern():
+    """The numpy widening of bf16 bit patterns is torch's bf16 -> float32 cast, bit for bit, for all 65536 patterns
+    and in either byte order; the 256 non-finite ones (exponent all ones: 2 infinities, 254 NaNs) are refused."""
+    bits = np.arange(-(2**15), 2**15, dtype=np.int16)
+    ref = torch.from_numpy(bits.copy()).view(torch.bfloat16).to(torch.float32)
+    finite = torch.isfinite(ref).numpy()
+    assert int((~finite).sum()) == 256
+    ok = bits[finite]
+    info = pb.TensorInfo(name="x", dtype="bfloat16", shape=[ok.size])
+    got = wire.decode_tensor(ok, info)
+    assert torch.equal(got.view(torch.int32), ref[torch.from_numpy(finite)].view(torch.int32))
+    assert torch.equal(wire.decode_tensor(ok.astype(">i2"), info).view(torch.int32), got.view(torch.int32))
+    for bad in bits[~finite][::37]:
+        with pytest.raises(ProtocolError, match="non-finite"):
+            wire.decode_tensor(np.array([bad], dtype=np.int16), pb.TensorInfo(name="y", dtype="bfloat16", shape=[1]))

@@ -137,3 +137,31 @@ def test_global_tree_measures_with_the_configured_estimator():
     assert FedSettings().tree_estimator == "geomean"
     assert not torch.equal(GlobalTree(FedSettings(sketch_dim=64, tree_estimator="median")).distance(0, a, b),
                            GlobalTree(FedSettings(sketch_dim=64, tree_estimator="geomean")).distance(0, a, b))
+
+
+def test_a_clients_tree_path_is_reused_only_while_its_sketch_and_the_tree_are_unchanged(tmp_path, monkeypatch):
+    fed, synth = grown(tmp_path, 12)
+    strategy = synth.state.strategy
+    calls = []
+    real = strategy.index.locate
+    monkeypatch.setattr(strategy.index, "locate", lambda s: calls.append(1) or real(s))
+    sketch = strategy.sketches["c0"]
+    first = strategy._path("c0", sketch)
+    assert strategy._path("c0", sketch) is first and len(calls) == 1  # aggregation, then the next assignment
+    other = [t.clone() for t in sketch]  # a new report: a new sketch object
+    assert [n.path for n in strategy._path("c0", other)] == [n.path for n in first] and len(calls) == 2
+    ctl, arrays = synth.report("c1", synth.state.round + 1, finished=True)  # the tree changes
+    synth.state.ingest("c1", 2, synth.state.round + 1, ctl, arrays)
+    again = strategy._path("c0", other)
+    assert len(calls) == 3 and [n.path for n in again] == [n.path for n in real(other)]
+
+
+def test_a_leaf_file_is_the_safetensors_file_the_torch_writer_makes():
+    from safetensors.torch import save
+
+    from server.leaf_store import _safetensors_bytes
+
+    flat = {"0.A": torch.randn(2, 8), "0.B": torch.randn(8, 2), "sketch.0": torch.randn(32)}
+    assert _safetensors_bytes(flat) == save(flat)  # the numpy fast path
+    flat["half"] = torch.randn(3).to(torch.bfloat16)  # numpy has no bf16: the torch writer
+    assert _safetensors_bytes(flat) == save(flat)
