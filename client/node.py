@@ -157,13 +157,15 @@ class ClientNode:
                 outbox.add_final(learner.tree.entries[local_key(pos)].signature)
             else:
                 outbox.add_released(shared_probe, final=True)
-            row = {self.task_key(i): learner.evaluate(self._task(i), key=local_key(i)) for i in range(pos + 1)}
+            # one forward pass per seen task gives the accuracy row (CIL; TIL from the task's own snapshot under
+            # task_aware, as evaluate() scores it) and the TIL and task-inference views (treelora.evaluation)
+            views = [learner.evaluate_views(self._task(i), key=local_key(i)) for i in range(pos + 1)]
+            row = {self.task_key(i): v["til" if learner.cfg.task_aware else "cil"] for i, v in enumerate(views)}
             state["eval_rows"].append(row)
             metrics.update({f"acc/{k}": v for k, v in row.items()})
-            for i in range(pos + 1):  # the task-incremental and task-inference views (treelora.evaluation)
-                views = learner.evaluate_views(self._task(i), key=local_key(i))
-                metrics[f"til/{self.task_key(i)}"] = views["til"]
-                metrics[f"ti/{self.task_key(i)}"] = views["task_inference"]
+            for i, v in enumerate(views):
+                metrics[f"til/{self.task_key(i)}"] = v["til"]
+                metrics[f"ti/{self.task_key(i)}"] = v["task_inference"]
         arrays_out, manifest = outbox.encode()
         examples = len(losses) * self.fed.batch_size
         report = make_report(

@@ -43,6 +43,18 @@ def test_learner_views_agree_with_evaluate_and_the_results(stream):
     assert flat_view_metrics({"metrics": {}}) == {}
 
 
+@pytest.mark.parametrize("head", ["linear", "ncm", "slca"])
+def test_the_cil_view_is_what_evaluate_returns_for_every_head(stream, head):
+    """A federated client reports its accuracy row from the views' one pass, so the CIL view must be the score
+    ``evaluate`` gives (each head's predict is the argmax of its logits over the seen classes)."""
+    learner = make_learner("seqlora", stream, epochs=1, head=head, head_samples=16, head_refit_epochs=1)
+    learner.run_stream(stream)
+    for i, task in enumerate(stream.tasks):
+        views = learner.evaluate_views(task, key=f"t{i}")
+        assert views["cil"] == pytest.approx(learner.evaluate(task, key=f"t{i}"))
+        assert views["til"] == pytest.approx(learner.evaluate(task, own_classes=True))
+
+
 def test_the_oracle_scores_each_task_with_its_snapshot_so_its_til_bwt_is_zero(stream):
     learner = make_learner("seqlora", stream, epochs=1, task_aware=True)
     assert main_view(learner.cfg) == "til"
