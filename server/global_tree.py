@@ -87,6 +87,13 @@ class GlobalTree:
         assert self.tree is not None and len(self.tree) > 0
         return self.tree.nearest(probe, where=where)
 
+    def nearest_leaves(self, probe: list[torch.Tensor], k: int,
+                       where: Callable[[str], bool] | None = None) -> list[str]:
+        """The ``k`` entries nearest to ``probe`` that ``where`` accepts, nearest first, from one descent
+        (:meth:`treelora.tree.TaskTree.nearest_k`)."""
+        assert self.tree is not None and len(self.tree) > 0
+        return self.tree.nearest_k(probe, k, where=where)
+
     def render(self) -> dict[str, Any] | None:
         """The tree as a nested dict for plots and results (None before the first leaf)."""
         return None if self.tree is None else self.tree.render()

@@ -106,17 +106,11 @@ class Strategy:
 
     def _nearest_candidates(self, client: str, sketch: list[torch.Tensor] | None) -> list[str] | None:
         """``candidate-rule = nearest``: the ``candidates-per-layer`` leaves of other clients nearest the client's
-        current sketch (by routing, :meth:`GlobalTree.nearest_leaf`), the same for every layer; None without a
-        sketch (then the LCB bandit picks)."""
+        current sketch (one routed descent, :meth:`GlobalTree.nearest_leaves`), the same for every layer; None
+        without a sketch (then the LCB bandit picks)."""
         if sketch is None:
             return None
-        out: list[str] = []
-        while len(out) < self.fed.candidates_per_layer:
-            leaf = self.index.nearest_leaf(sketch, where=lambda k: not owns(client, k) and k not in out)
-            if leaf is None:
-                break
-            out.append(leaf)
-        return out
+        return self.index.nearest_leaves(sketch, self.fed.candidates_per_layer, where=lambda k: not owns(client, k))
 
     def warm_tensors(self, leaf: str, num_layers: int) -> dict[str, torch.Tensor]:
         """The tensors that warm-start a task from ``leaf``."""

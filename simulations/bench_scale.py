@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leaves", type=int, nargs="*", default=[10, 100, 1000, 10000])
     ap.add_argument("--server-clients", type=int, default=100, help="active clients per timed server round")
     ap.add_argument("--server-rounds", type=int, default=2)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="server part: also time each round's steps (validation, nearest, leaf files, ...)")
     ap.add_argument("--tree-split", default="bisect-linkage",
                     help="the server tree's split rule (run-config tree-split)")
     ap.add_argument("--tree-estimator", default="geomean",

@@ -5,6 +5,8 @@ Synthetic, fully valid MiniLM-shaped reports (12 layers, bf16 adapters, 256-floa
 leaves (the first ``--grow-ingest`` through the real ingest path, the rest bulk-loaded and built once), then
 ``--server-rounds`` rounds are timed with ``--server-clients`` active clients: ``assignment()`` per client,
 ``ingest()`` of each reply (half of the clients finish a task), ``aggregate()`` and the atomic ``checkpoint()``.
+With ``--breakdown`` each round also reports its parts (``simulations.step_timer``: validation, encoding, locates,
+nearest searches, leaf files, inserts, bandit updates, the strategy's configure/aggregate).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.bench_common import SynthFed, dir_bytes, fmt_bytes, fmt_s, rss_mib
+from simulations.step_timer import StepTimer
 
 __all__ = ["run_server"]
 
@@ -82,6 +85,7 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
             f"{fmt_s(statistics.median(grow_times[-20:]))}), {bulk} bulk-loaded + build in {bulk_s:.1f}s")
         # timed rounds: every client gets an assignment, replies (half finish a task), aggregate, checkpoint
         per_round = []
+        timer = _breakdown_timer(st) if getattr(args, "breakdown", False) else None
         for r in range(args.server_rounds):
             rnd = st.round + 1
             t_assign = t_ingest = 0.0
@@ -109,6 +113,12 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
                               "leaves_after": len(st.strategy.leaves)})
             log(f"[server n={n_leaves}] round {r + 1}: assign {t_assign:.2f}s, ingest {t_ingest:.2f}s, aggregate "
                 f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)})")
+            if timer is not None:
+                per_round[-1]["parts"] = parts = timer.take()
+                log(f"[server n={n_leaves}]   parts: " + ", ".join(
+                    f"{k} {v['s']:.3f}s/{v['calls']}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]["s"])))
+        if timer is not None:
+            timer.restore()
         # the cost hidden in assignment(): bandit refresh after the tree changed
         b = next(iter(st.strategy.bandits.values()))
         f0 = time.perf_counter()
@@ -127,6 +137,28 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         shutil.rmtree(d, ignore_errors=True)
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
+
+
+def _breakdown_timer(st: Any) -> StepTimer:
+    """A :class:`StepTimer` on the server steps a round is made of (see the module docstring)."""
+    import server.state as state_mod
+    from treelora.bandit import TreeLCBBandit
+
+    timer = StepTimer()
+    timer.wrap(state_mod, "validate_report", "validate")
+    timer.wrap(state_mod, "encode_tensors", "encode")
+    timer.wrap(state_mod, "average_groups", "average")
+    timer.wrap(st.strategy, "configure_train", "configure_train")
+    timer.wrap(st.strategy, "aggregate_train", "aggregate_train")
+    timer.wrap(st.strategy, "ingest_train", "ingest_train")
+    timer.wrap(st.strategy.index, "nearest_leaves", "nearest")
+    timer.wrap(st.strategy.index, "nearest_leaf", "nearest")
+    timer.wrap(st.strategy.index, "locate", "locate")
+    timer.wrap(st.strategy.index, "add", "tree_insert")
+    timer.wrap(st.strategy.leaves, "write", "leaf_files")
+    timer.wrap(TreeLCBBandit, "update", "bandit_update")
+    timer.wrap(st.audit, "record_candidates", "audit")
+    return timer
 
 
 # ----------------------------------------------------------------------------------------------- main

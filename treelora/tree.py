@@ -212,26 +212,37 @@ class TaskTree:
 
     def nearest(self, signature: Signature, *, among: int = NEAREST_AMONG,
                 where: Callable[[str], bool] | None = None) -> str | None:
-        """The stored entry nearest to a query (None for an empty tree) among a few entries found by routing.
+        """The stored entry nearest to a query (None for an empty tree or when ``where`` accepts none): the first
+        of :meth:`nearest_k` with ``k = 1``."""
+        best = self.nearest_k(signature, 1, among=among, where=where)
+        return best[0] if best else None
+
+    def nearest_k(self, signature: Signature, k: int, *, among: int = NEAREST_AMONG,
+                  where: Callable[[str], bool] | None = None) -> list[str]:
+        """The ``k`` stored entries nearest to a query, nearest first (fewer when fewer pass ``where``), among
+        ``among + k - 1`` entries found by routing: one descent for all ``k``, gathering a superset of what ``k``
+        one-at-a-time :meth:`nearest` calls (each excluding the picks before it) would compare.
         Centroid splits (``bisect``, ``average-linkage``): best-first descent by the distance to the children's
         centres under the root's layer weights (one scale for the whole tree, so the priorities compare), taking
-        leaves until ``among`` entries are gathered (the reached leaf and its nearest siblings: O(among · depth)),
-        compared under the same weights. Median splits: the split rule's route
-        to a leaf, then the lowest ancestor holding at least ``among`` entries, compared by the summed per-layer
-        distance. ``where`` keeps only the entries it accepts (None when no entry passes)."""
+        leaves until enough entries are gathered (the reached leaf and its nearest siblings: O(among · depth)),
+        compared by the plain summed per-layer distance. Median splits: the split rule's route to a leaf, then the
+        lowest ancestor holding enough entries, compared the same way."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         if self.root is None:
-            return None
-        ok = where or (lambda k: True)
+            return []
+        ok = where or (lambda key: True)
+        want = among + k - 1
         signature = stacked(self, [torch.as_tensor(s, dtype=torch.float32).flatten() for s in signature])
         metric = self.root.metric if self.root.metric is not None else torch.ones(self.num_layers)
         if isinstance(self.rule, CentroidRule):
             keys: list[str] = []
             heap: list[tuple[float, int, Node]] = [(0.0, 0, self.root)]
             tick = 1
-            while heap and len(keys) < among:
+            while heap and len(keys) < want:
                 _, _, node = heapq.heappop(heap)
                 if node.is_leaf:
-                    keys += [k for k in node.keys if ok(k)]
+                    keys += [key for key in node.keys if ok(key)]
                     continue
                 assert node.center is not None
                 d = weighted(self, metric, node.center, signature).tolist()  # both children's centres at once
@@ -241,14 +252,16 @@ class TaskTree:
         else:
             path = self.locate(signature)
             at = len(path) - 1
-            while at > 0 and sum(map(ok, path[at].keys)) < among:
+            while at > 0 and sum(map(ok, path[at].keys)) < want:
                 at -= 1
-            keys = [k for k in path[at].keys if ok(k)]
+            keys = [key for key in path[at].keys if ok(key)]
         if not keys:
-            return None
-        xs = stacked(self, [torch.stack([self.entries[k].signature[l] for k in keys]) for l in range(self.num_layers)])
+            return []
+        xs = stacked(self, [torch.stack([self.entries[key].signature[l] for key in keys])
+                            for l in range(self.num_layers)])
         d = weighted(self, torch.ones(self.num_layers), torch.cat(list(signature)), xs)  # plain summed distance
-        return keys[int(torch.argmin(d))]
+        order = torch.argsort(d, stable=True)[:k].tolist()
+        return [keys[i] for i in order]
 
     # ------------------------------------------------------------------ budget
     def merge_to_budget(self, budget: int) -> list[tuple[str, str, str]]:

@@ -92,13 +92,19 @@ def test_bench_scale_tiny(tmp_path, capsys):
     assert row["peak_rss_mib"] > 0 and len(row["train_phase_s"]) == 2
     rc = bench_scale.main([
         "--parts", "server", "--leaves", "6", "--server-clients", "3", "--server-rounds", "1", "--grow-ingest", "3",
-        "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path),
+        "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path), "--breakdown",
     ])
     assert rc == 0
     assert "| 6 | 3 | 1 (6 leaves) |" in capsys.readouterr().out
     data = _json(tmp_path / "bench_scale.json")
     srv = data["parts"]["server"][0]
     assert srv["ingested"] == 3 and srv["bulk_loaded"] == 3 and srv["rounds"][0]["leaves_after"] >= 6
+    parts = srv["rounds"][0]["parts"]  # --breakdown: 3 reports validated, 3 assignments encoded, nearest searched
+    assert parts["validate"]["calls"] == 3 and parts["encode"]["calls"] == 3 and parts["nearest"]["calls"] >= 3
+    assert all(v["s"] >= 0 for v in parts.values()) and parts["leaf_files"]["calls"] >= 1
+    import server.state
+
+    assert not hasattr(server.state.validate_report, "__wrapped__")  # the timers are gone after the run
     assert "| 6 |" in bench_scale.render({"server": data["parts"]["server"]})
 
 

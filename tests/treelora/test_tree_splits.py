@@ -86,6 +86,39 @@ def test_nearness_routing_finds_the_same_cluster(split):
     assert hits == len(sigs)
 
 
+@pytest.mark.parametrize("split", RULES)
+def test_nearest_k_is_one_descent_for_k_picks(split):
+    """``nearest_k``: nearest first, its head is ``nearest``; with every entry gathered it is the exact top k;
+    and its k picks are never farther than k one-at-a-time ``nearest`` calls excluding the picks before them."""
+    sigs, _ = clusters(k=6, per=4)
+    tree = build(sigs, split, leaf_size=1)
+    g = torch.Generator().manual_seed(4)
+
+    def dist(key, q):
+        return sum(float((a - b).abs().sum()) for a, b in zip(tree.entries[key].signature, q))
+
+    for key in list(sigs)[::3]:
+        q = [x + 0.3 * torch.randn(x.shape, generator=g) for x in sigs[key]]
+        picks = tree.nearest_k(q, 4, where=lambda k: k != key)
+        assert len(picks) == 4 == len(set(picks)) and key not in picks
+        assert [dist(k, q) for k in picks] == sorted(dist(k, q) for k in picks)
+        assert picks[0] == tree.nearest(q, among=tree_among(4), where=lambda k: k != key)
+        seq: list[str] = []
+        for _ in range(4):
+            seq.append(tree.nearest(q, where=lambda k: k != key and k not in seq))
+        assert sum(dist(k, q) for k in picks) <= sum(dist(k, q) for k in seq) + 1e-6
+        exact = sorted(tree.entries, key=lambda k: dist(k, q))[:3]
+        assert tree.nearest_k(q, 3, among=len(sigs)) == exact
+    assert tree.nearest_k(q, 2, where=lambda k: False) == []
+    with pytest.raises(ValueError, match="k must be"):
+        tree.nearest_k(q, 0)
+
+
+def tree_among(k, among=8):
+    """The ``among`` a ``nearest`` call needs to gather what ``nearest_k(k)`` gathers."""
+    return among + k - 1
+
+
 def test_bisect_inserts_route_to_their_cluster():
     sigs, task = clusters(k=4, per=4)
     tree = TaskTree(6, split="bisect")
