@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     return report(rows, args, argv, preset, machine.finish(), per_method)
 
 
-TREE_FIGURES = ("clade_purity", "sibling_rate", "nn_purity", "top_levels_ari_family", "warm_start", "candidates",
-                "sharing_precision")
+TREE_FIGURES = ("clade_purity", "sibling_rate", "nn_purity", "nn_purity_tree_weighted", "top_levels_ari_family",
+                "warm_start", "candidates", "sharing_precision")
 
 
 def _rate(x: object) -> float | None:
@@ -128,6 +128,7 @@ def tree_figures(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float 
             figs["sibling_rate"].append(_rate(tree.get("sibling_rate")))
             nn = tree.get("nn_purity") or {}
             figs["nn_purity"].append(_rate(nn.get("overall", nn)) if nn else None)
+            figs["nn_purity_tree_weighted"].append(_rate(nn.get("tree_weighted")) if nn else None)
             figs["top_levels_ari_family"].append(tree.get("top_levels_ari_family"))
             figs["warm_start"].append(_rate(q.get("warm_start")))
             figs["candidates"].append(_rate((q.get("candidates") or {}).get("any")))
@@ -187,9 +188,9 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
         )
     tree_rows = tree_figures(rows)
     if tree_rows:
-        table += ["", "| method | clade purity | two-leaf siblings | NN purity | top-level ARI (family) | "
-                  "warm-start hits | candidate hits (any) | sharing precision (mean over layers) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        table += ["", "| method | clade purity | two-leaf siblings | NN purity | NN purity (tree's weights) | "
+                  "top-level ARI (family) | warm-start hits | candidate hits (any) | sharing precision (mean over "
+                  "layers) |", "|---|---|---|---|---|---|---|---|---|"]
         for method, f in tree_rows.items():
             table.append(f"| {method} | " + " | ".join(_fmt(f[k]) for k in TREE_FIGURES) + " |")
         table += ["", "sharing-group precision per layer (mean over seeds; layer: precision / recall):"]

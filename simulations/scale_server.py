@@ -151,8 +151,9 @@ def _breakdown_timer(st: Any) -> StepTimer:
     timer.wrap(st.strategy, "configure_train", "configure_train")
     timer.wrap(st.strategy, "aggregate_train", "aggregate_train")
     timer.wrap(st.strategy, "ingest_train", "ingest_train")
-    timer.wrap(st.strategy.index, "nearest_leaves", "nearest")
-    timer.wrap(st.strategy.index, "nearest_leaf", "nearest")
+    for attr in ("nearest_leaves", "nearest_leaf"):
+        if hasattr(st.strategy.index, attr):  # nearest_leaves is newer: older code can be timed the same way
+            timer.wrap(st.strategy.index, attr, "nearest")
     timer.wrap(st.strategy.index, "locate", "locate")
     timer.wrap(st.strategy.index, "add", "tree_insert")
     timer.wrap(st.strategy.leaves, "write", "leaf_files")

@@ -9,7 +9,8 @@ Inputs are a :class:`~treelora.tree.TaskTree` and, per entry key, its true strea
   tree leaves with the same parent;
 * ``lca_depth``: the mean depth of the LCA of same-task pairs and of different-task pairs (deeper = closer);
 * ``nn_purity``: the share of keys whose nearest key of another owner (summed per-layer distance with the tree's
-  own ``distance_fn``: exact L1 or the sketch estimator) is the same task, overall and per layer;
+  own ``distance_fn``: exact L1 or the sketch estimator) is the same task, overall, per layer, and under the
+  tree's own layer weights (``tree_weighted``: the root's ``metric`` the centroid splits route by; None without);
 * ``levels``: per tree depth d, the adjusted Rand index and NMI of the partition "which depth-d node holds the key"
   against tasks and against families;
 * ``top_levels_ari_family``: the ARI against families of the tree cut into as many groups as there are families
@@ -157,8 +158,10 @@ def _spread_cut(tree: TaskTree, k: int) -> list[Node]:
     return cut
 
 
-def _nearest(tree: TaskTree, keys: list[str], layers: Sequence[int]) -> dict[str, str | None]:
-    """Each key's nearest key of another owner by the summed distance over ``layers``."""
+def _nearest(tree: TaskTree, keys: list[str], layers: Sequence[int],
+             weights: Sequence[float] | None = None) -> dict[str, str | None]:
+    """Each key's nearest key of another owner by the summed distance over ``layers`` (each times
+    ``weights[layer]`` when given)."""
     sig = {k: tree.entry_of(k).signature for k in keys}
     out: dict[str, str | None] = {}
     for k in keys:
@@ -169,18 +172,21 @@ def _nearest(tree: TaskTree, keys: list[str], layers: Sequence[int]) -> dict[str
         total = torch.zeros(len(others), dtype=torch.float64)
         for layer in layers:
             stacked = torch.stack([sig[o][layer] for o in others])
-            total += tree.distance_fn(layer, sig[k][layer], stacked).double()
+            d = tree.distance_fn(layer, sig[k][layer], stacked).double()
+            total += d if weights is None else float(weights[layer]) * d
         out[k] = others[int(torch.argmin(total))]
     return out
 
 
 def _nn_purity(tree: TaskTree, keys: list[str], truth: dict[str, str]) -> dict[str, Any]:
-    def score(layers: Sequence[int]) -> dict[str, Any]:
-        nearest = _nearest(tree, keys, layers)
+    def score(layers: Sequence[int], weights: Sequence[float] | None = None) -> dict[str, Any]:
+        nearest = _nearest(tree, keys, layers, weights)
         hits = sum(1 for k, o in nearest.items() if o is not None and truth[o] == truth[k])
         return rate(hits, sum(1 for o in nearest.values() if o is not None))
 
+    metric = tree.root.metric if tree.root is not None else None
     return {"overall": score(range(tree.num_layers)),
+            "tree_weighted": None if metric is None else score(range(tree.num_layers), metric.tolist()),
             "per_layer": {str(layer): score([layer]) for layer in range(tree.num_layers)}}
 
 

@@ -48,6 +48,15 @@ def test_a_tree_that_follows_the_tasks_scores_full_marks():
     # nearest other-client key by summed L1: layer 0 alone separates the tasks, layer 1 alone mixes them
     assert q["nn_purity"]["overall"]["rate"] == 1.0
     assert q["nn_purity"]["per_layer"]["0"]["rate"] == 1.0 and q["nn_purity"]["per_layer"]["1"]["rate"] == 0.0
+    assert q["nn_purity"]["tree_weighted"] is None  # a median tree has no layer weights
+
+
+@pytest.mark.parametrize("weights, expected", [([1.0, 0.0], 1.0), ([0.0, 1.0], 0.0)])
+def test_nn_purity_under_the_trees_layer_weights(weights, expected):
+    tree = _tree([["c0/t0", "c1/t0"], ["c0/t1", "c1/t1"]])
+    tree.root.metric = torch.tensor(weights)
+    q = tree_quality(tree, TASK, FAMILY)
+    assert q["nn_purity"]["tree_weighted"]["rate"] == expected and q["nn_purity"]["overall"]["rate"] == 1.0
 
 
 def test_a_tree_that_groups_by_client_scores_zero():
