@@ -3,8 +3,9 @@
 ``checkpoint.pb`` is a :class:`protos.treelora_fed_pb2.Checkpoint`: the round and run id, the run config (a resume
 with a different config is refused, except for the keys that may change between attempts), the leaf records, a
 torch-serialized blob (the tree without the leaf sketches, which live in the leaf files; shares; current-task
-sketches) and a JSON blob (clients, bandit statistics, accounting). Leaf files are durable before a checkpoint
-refers to them, so a crash at any moment leaves a consistent pair.
+sketches; the tree's node centres by reference into ``tree_centres/`` segments, :mod:`server.centre_store`) and a
+JSON blob (clients, bandit statistics, accounting). Leaf files and centre segments are durable before a checkpoint
+refers to them, and unused segments are deleted only after it, so a crash at any moment leaves a consistent set.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def write_checkpoint(state: GlobalState) -> Path:
         round=state.round, run_id=state.run_id, tree=buf.getvalue(), bandit=json.dumps(meta).encode(),
         created_unix=time.time(), leaves=leaves, config={k: str(v) for k, v in asdict(state.fed).items()},
     )
-    return write_bytes_atomic(state.out_dir / CHECKPOINT, serialize(msg))
+    path = write_bytes_atomic(state.out_dir / CHECKPOINT, serialize(msg))
+    state.strategy.after_checkpoint()
+    return path
 
 
 def read_checkpoint(cls: type[GlobalState], fed: FedSettings, out_dir: str | Path) -> GlobalState:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,14 +23,18 @@ from treelora.fed.settings import FedSettings
 from treelora.sketch import LinearSketch
 from treelora.tree import Node, TaskTree, TreeEntry
 
+from .centre_store import CentreStore
+
 __all__ = ["GlobalTree"]
 
 
 class GlobalTree:
     """The :class:`~treelora.tree.TaskTree` of a federation (created with the first leaf's layer count)."""
 
-    def __init__(self, fed: FedSettings) -> None:
+    def __init__(self, fed: FedSettings, centre_dir: str | Path | None = None) -> None:
         self.fed = fed
+        # with a directory, checkpoints refer to node centres kept in append-only segments (server.centre_store)
+        self.centres = CentreStore(centre_dir) if centre_dir is not None else None
         self.tree: TaskTree | None = None
         self.inserts = 0
         self.since_build = 0  # inserts since the tree was last rebuilt
@@ -108,7 +113,17 @@ class GlobalTree:
             for entry in tree["entries"]:
                 if entry["key"] in stored and entry["members"] == [entry["key"]]:
                     entry["signature"] = None
+            if self.centres is not None:
+                refs = self.centres.persist(self.tree.nodes())
+                for node in _walk(tree["root"]):
+                    if node["center"] is not None:
+                        node["center"] = refs[node["path"]]
         return tree, {"inserts": self.inserts, "since_build": self.since_build, "built_size": self.built_size}
+
+    def after_checkpoint(self) -> None:
+        """The checkpoint from the last :meth:`state` is durable: centre segments it does not use can go."""
+        if self.centres is not None:
+            self.centres.prune()
 
     def load(self, tree: dict[str, Any] | None, counters: dict[str, int], sketch_of: Any) -> None:
         """Inverse of :meth:`state`; ``sketch_of(key)`` reads a left-out signature back from its leaf file."""
@@ -116,8 +131,26 @@ class GlobalTree:
             for entry in tree["entries"]:
                 if entry["signature"] is None:
                     entry["signature"] = sketch_of(entry["key"])
+            refs = {n["path"]: n["center"] for n in _walk(tree["root"]) if isinstance(n["center"], dict)}
+            if refs:
+                if self.centres is None:
+                    raise ValueError("resume: the checkpoint refers to centre segments but no centre store is set")
+                centres = self.centres.load(refs)
+                for node in _walk(tree["root"]):
+                    if node["path"] in centres:
+                        node["center"] = centres[node["path"]]
             self.tree = TaskTree.from_dict(tree, distance_fn=self.distance)
             self.tree.layer_free_distance = True
         self.inserts = counters["inserts"]
         self.since_build = counters.get("since_build", counters["inserts"] % self.fed.rebuild_every)
         self.built_size = counters.get("built_size", 0)
+
+
+def _walk(node: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every node dict of a serialized tree, root first."""
+    out, stack = [], [node] if node is not None else []
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        stack.extend(n["children"])
+    return out

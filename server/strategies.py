@@ -173,6 +173,9 @@ class Strategy:
         """(torch-saved part, JSON part, leaf records) of this strategy's state."""
         return {}, {}, []
 
+    def after_checkpoint(self) -> None:
+        """The checkpoint written from the last :meth:`state_dict` is durable (files it no longer uses may go)."""
+
     def load_state_dict(self, blob: dict[str, Any], meta: dict[str, Any], leaves: list[dict[str, Any]],
                         num_layers: int) -> None:
         """Inverse of :meth:`state_dict`."""
@@ -188,7 +191,7 @@ class TreeLoRAFed(Strategy):
 
     def __init__(self, fed: FedSettings, out_dir: Path) -> None:
         super().__init__(fed, out_dir)
-        self.index = GlobalTree(fed)
+        self.index = GlobalTree(fed, centre_dir=Path(out_dir) / "tree_centres")
         self.leaves = LeafStore(Path(out_dir) / "leaves")
         self.bandits: dict[str, TreeLCBBandit] = {}
         self.sketches: dict[str, list[torch.Tensor]] = {}  # client → latest current-task sketch
@@ -314,6 +317,9 @@ class TreeLoRAFed(Strategy):
         tree, counters = self.index.state(set(self.leaves.records))
         meta = {"bandits": {c: b.state() for c, b in self.bandits.items()}, "warm": self.warm, **counters}
         return {"tree": tree, "sketches": self.sketches}, meta, list(self.leaves.records.values())
+
+    def after_checkpoint(self) -> None:
+        self.index.after_checkpoint()
 
     def load_state_dict(self, blob: dict[str, Any], meta: dict[str, Any], leaves: list[dict[str, Any]],
                         num_layers: int) -> None:

@@ -344,7 +344,8 @@ def render(parts: dict[str, Any]) -> str:
                         fmt_s(rd["aggregate_s"]),
                         f"**{fmt_s(rd['server_s'])}**",
                         fmt_s(rd["checkpoint_s"]),
-                        fmt_bytes(rd["checkpoint_bytes"]),
+                        fmt_bytes(rd["checkpoint_bytes"]) + (f" + {fmt_bytes(rd['centre_store_bytes'])} centres"
+                                                             if rd.get("centre_store_bytes") else ""),
                         fmt_s(r["bandit_refresh_s"]),
                         f"{r['rss_mib']:.0f} MiB",
                     ]

@@ -109,10 +109,12 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
             t_ckpt = time.perf_counter() - c0
             per_round.append({"assign_s": t_assign, "ingest_s": t_ingest, "aggregate_s": t_agg,
                               "checkpoint_s": t_ckpt, "checkpoint_bytes": path.stat().st_size,
+                              "centre_store_bytes": _centre_bytes(st),
                               "server_s": t_assign + t_ingest + t_agg, "shares": shared,
                               "leaves_after": len(st.strategy.leaves)})
             log(f"[server n={n_leaves}] round {r + 1}: assign {t_assign:.2f}s, ingest {t_ingest:.2f}s, aggregate "
-                f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)})")
+                f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)}; centre segments "
+                f"{fmt_bytes(_centre_bytes(st))})")
             if timer is not None:
                 per_round[-1]["parts"] = parts = timer.take()
                 log(f"[server n={n_leaves}]   parts: " + ", ".join(
@@ -137,6 +139,12 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         shutil.rmtree(d, ignore_errors=True)
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
+
+
+def _centre_bytes(st: Any) -> int:
+    """Bytes of the tree's centre segments on disk (0 where the checkpoint holds the centres itself)."""
+    centres = getattr(getattr(st.strategy, "index", None), "centres", None)
+    return centres.nbytes() if centres is not None else 0
 
 
 def _breakdown_timer(st: Any) -> StepTimer:
