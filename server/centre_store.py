@@ -33,8 +33,7 @@ class CentreStore:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        found = [int(m.group(1)) for p in self.directory.glob("centres-*.safetensors")
-                 if (m := _SEGMENT.match(p.name))] if self.directory.exists() else []
+        found = [int(_SEGMENT.match(p.name).group(1)) for p in self._segment_files()]
         self.serial = max(found, default=-1) + 1  # never reuse a name a checkpoint may still refer to
         # id(centre) -> (weak reference to it, segment, name): a centre already on disk is referred to, not rewritten
         self._saved: dict[int, tuple[weakref.ref, str, str]] = {}
@@ -92,14 +91,18 @@ class CentreStore:
         """Delete the segments the last :meth:`persist` (or :meth:`load`) did not refer to; returns their names.
         Call only once the checkpoint written from that persist is durable."""
         gone = []
-        if self.directory.exists():
-            for p in self.directory.glob("centres-*.safetensors"):
-                if _SEGMENT.match(p.name) and p.name not in self.referenced:
-                    p.unlink()
-                    gone.append(p.name)
+        for p in self._segment_files():
+            if p.name not in self.referenced:
+                p.unlink()
+                gone.append(p.name)
         return sorted(gone)
 
     def nbytes(self) -> int:
         """Bytes of the segment files on disk."""
-        return sum(p.stat().st_size for p in self.directory.glob("centres-*.safetensors")) \
-            if self.directory.exists() else 0
+        return sum(p.stat().st_size for p in self._segment_files())
+
+    def _segment_files(self) -> list[Path]:
+        """The segment files in the directory (none before it exists)."""
+        if not self.directory.exists():
+            return []
+        return [p for p in self.directory.glob("centres-*.safetensors") if _SEGMENT.match(p.name)]

@@ -131,14 +131,13 @@ class GlobalTree:
             for entry in tree["entries"]:
                 if entry["signature"] is None:
                     entry["signature"] = sketch_of(entry["key"])
-            refs = {n["path"]: n["center"] for n in _walk(tree["root"]) if isinstance(n["center"], dict)}
-            if refs:
+            by_ref = [n for n in _walk(tree["root"]) if isinstance(n["center"], dict)]
+            if by_ref:
                 if self.centres is None:
                     raise ValueError("resume: the checkpoint refers to centre segments but no centre store is set")
-                centres = self.centres.load(refs)
-                for node in _walk(tree["root"]):
-                    if node["path"] in centres:
-                        node["center"] = centres[node["path"]]
+                centres = self.centres.load({n["path"]: n["center"] for n in by_ref})
+                for node in by_ref:
+                    node["center"] = centres[node["path"]]
             self.tree = TaskTree.from_dict(tree, distance_fn=self.distance)
             self.tree.layer_free_distance = True
         self.inserts = counters["inserts"]

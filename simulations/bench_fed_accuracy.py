@@ -158,7 +158,7 @@ def layer_precision(rs: list[dict]) -> str:
 def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str] | None, preset: dict,
            machine: dict, per_method: dict[str, dict] | None = None) -> int:
     """Tables (mean ± sd, paired differences to the reference with 95% intervals), the oracle-gain share, JSON."""
-    from treelora.paired import markdown_paired, paired_table
+    from treelora.paired import markdown_paired, oracle_gain_share, paired_table
 
     table = [
         "| method | ACC % | BWT % | forgetting % | TIL ACC % | KiB up / client-round | KiB down / client-round | "
@@ -203,9 +203,7 @@ def report(rows: dict[str, list[dict]], args: argparse.Namespace, argv: list[str
         table += ["", markdown_paired(paired, args.reference, metric="ACC %")]
     gain = None
     if {"oracle-sharing", "local-only"} <= set(values):
-        lo, orc = (np.mean(list(values[m].values())) for m in ("local-only", "oracle-sharing"))
-        gain = {m: float((np.mean(list(v.values())) - lo) / (orc - lo)) if orc != lo else None
-                for m, v in values.items()}
+        gain, _ = oracle_gain_share(values, "oracle-sharing", "local-only")
         table += ["", "share of the oracle's gain over local-only: " + ", ".join(
             f"{m} {100 * g:.0f}%" for m, g in gain.items() if g is not None)]
     text = "\n".join(table)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from treelora.paired import markdown_paired, paired_table
+from treelora.paired import markdown_paired, oracle_gain_share, paired_table
 
 __all__ = ["collect", "main"]
 
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.oracle not in values or args.floor not in values:
             print("paired_results: --oracle and --floor must be among the methods", file=sys.stderr)
             return 2
-        mean = {m: sum(v.values()) / len(v) for m, v in values.items()}
-        span = mean[args.oracle] - mean[args.floor]
-        gain = {m: (mean[m] - mean[args.floor]) / span if span else None for m in values}
+        gain, span = oracle_gain_share(values, args.oracle, args.floor)
         lines += ["", f"share of {args.oracle}'s gain over {args.floor} ({100 * span:+.2f} points): " + ", ".join(
             f"{m} {100 * g:.0f}%" for m, g in gain.items() if g is not None)]
     lines += ["", "sources: " + "; ".join(f"{m} ← {', '.join(f)}" for m, f in origin.items())]

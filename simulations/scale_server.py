@@ -107,14 +107,15 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
             c0 = time.perf_counter()
             path = st.checkpoint()
             t_ckpt = time.perf_counter() - c0
+            centre_bytes = _centre_bytes(st)
             per_round.append({"assign_s": t_assign, "ingest_s": t_ingest, "aggregate_s": t_agg,
                               "checkpoint_s": t_ckpt, "checkpoint_bytes": path.stat().st_size,
-                              "centre_store_bytes": _centre_bytes(st),
+                              "centre_store_bytes": centre_bytes,
                               "server_s": t_assign + t_ingest + t_agg, "shares": shared,
                               "leaves_after": len(st.strategy.leaves)})
             log(f"[server n={n_leaves}] round {r + 1}: assign {t_assign:.2f}s, ingest {t_ingest:.2f}s, aggregate "
                 f"{t_agg:.2f}s, checkpoint {t_ckpt:.2f}s ({fmt_bytes(path.stat().st_size)}; centre segments "
-                f"{fmt_bytes(_centre_bytes(st))})")
+                f"{fmt_bytes(centre_bytes)})")
             if timer is not None:
                 per_round[-1]["parts"] = parts = timer.take()
                 log(f"[server n={n_leaves}]   parts: " + ", ".join(

@@ -33,32 +33,20 @@ class StepTimer:
         target = getattr(owner, attr)
         if not callable(target):
             raise TypeError(f"{owner!r}.{attr} is not callable")
+        # a function set on a class must stay a method: wrap the plain function, so ``self`` is still bound
+        plain_method = isinstance(owner, type) and had_own and not isinstance(original, (staticmethod, classmethod))
+        fn = original if plain_method else target
 
-        @functools.wraps(target)
+        @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                return target(*args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
                 self.seconds[part] += time.perf_counter() - t0
                 self.calls[part] += 1
 
-        # a function set on a class must stay a method: wrap the plain function so ``self`` is still bound
-        if isinstance(owner, type) and had_own and not isinstance(original, (staticmethod, classmethod)):
-            raw = original
-
-            @functools.wraps(raw)
-            def timed_method(*args: Any, **kwargs: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return raw(*args, **kwargs)
-                finally:
-                    self.seconds[part] += time.perf_counter() - t0
-                    self.calls[part] += 1
-
-            setattr(owner, attr, timed_method)
-        else:
-            setattr(owner, attr, timed)
+        setattr(owner, attr, timed)
 
         def undo() -> None:
             if had_own:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["paired_difference", "paired_table", "markdown_paired"]
+__all__ = ["paired_difference", "paired_table", "markdown_paired", "oracle_gain_share"]
 
 
 def _t_critical(df: int, confidence: float) -> float:
@@ -58,6 +58,15 @@ def paired_table(values: Mapping[str, Mapping[int, float]], reference: str, *,
         rows.append({"method": method, "seeds": sorted(by_seed), "values": xs, "mean": mean, "sd": sd,
                      "vs_reference": diff})
     return rows
+
+
+def oracle_gain_share(values: Mapping[str, Mapping[int, float]], oracle: str, floor: str
+                      ) -> tuple[dict[str, float | None], float]:
+    """(each method's share of the oracle's gain over the floor, ``(mean − floor) / (oracle − floor)`` on the means
+    over seeds — None for every method when the two reference rows tie exactly —, the gain ``oracle − floor``)."""
+    mean = {m: sum(v.values()) / len(v) for m, v in values.items()}
+    span = mean[oracle] - mean[floor]
+    return {m: (mu - mean[floor]) / span if span else None for m, mu in mean.items()}, span
 
 
 def markdown_paired(rows: list[dict[str, Any]], reference: str, *, metric: str, scale: float = 100.0) -> str:
