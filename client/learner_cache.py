@@ -22,15 +22,14 @@ _LEARNERS: dict[str, tuple[ContinualLearner, dict[str, Any]]] = {}
 
 
 @lru_cache(maxsize=4)
-def _stream(name: str, seed: int, train_per_class: int, test_per_class: int) -> Any:
-    from treelora.streams import load_stream
-
-    return load_stream(name, seed=seed, train_per_class=train_per_class, test_per_class=test_per_class)
+def _stream(fed: FedSettings) -> Any:
+    return fed.load_stream()
 
 
 def stream_for(fed: FedSettings) -> Any:
-    """The run's task stream (the same on every node: it is a function of the run config)."""
-    return _stream(fed.stream, fed.seed, fed.train_per_class, fed.test_per_class)
+    """The run's task stream as its scenario widens it (the same on every node: a function of the run config)."""
+    return _stream(FedSettings(stream=fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
+                               test_per_class=fed.test_per_class, scenario=fed.scenario, families=fed.families))
 
 
 def learner_for(
@@ -41,7 +40,8 @@ def learner_for(
 
     cfg = fed.learner_config(device=device, precision=precision)
     key = json.dumps(
-        [fed.backbone, fed.stream, fed.train_per_class, fed.test_per_class, cfg.to_dict()], sort_keys=True, default=str
+        [fed.backbone, fed.stream, fed.train_per_class, fed.test_per_class, fed.scenario, fed.families,
+         cfg.to_dict()], sort_keys=True, default=str
     )
     if key not in _LEARNERS:
         if fed.threads:

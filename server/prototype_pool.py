@@ -31,10 +31,7 @@ __all__ = ["PrototypePool", "task_catalogue"]
 def task_catalogue(fed: FedSettings, num_clients: int) -> dict[str, dict[int, int]]:
     """``{leaf key: {class: the client's shard size of that task}}`` for every task of every client's schedule,
     over the classes its shard holds (the examples it may sum over)."""
-    from treelora.streams import load_stream
-
-    stream = load_stream(fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
-                         test_per_class=fed.test_per_class)
+    stream = fed.load_stream()
     n_tasks = len(stream.tasks)
     out: dict[str, dict[int, int]] = {}
     for c in range(num_clients):

@@ -24,11 +24,8 @@ __all__ = ["TreeAudit", "load_truth"]
 def load_truth(fed: FedSettings, num_clients: int) -> dict[str, tuple[str, str]]:
     """``{leaf key: (stream task, family)}`` of this run's scenario (empty when the stream cannot be loaded)."""
     from treelora.fed.scenarios import leaf_truth
-    from treelora.streams import load_stream
-
     try:
-        stream = load_stream(fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
-                             test_per_class=fed.test_per_class)
+        stream = fed.load_stream()
         return leaf_truth(fed.scenario, num_clients, stream.tasks, fed.tasks_per_client, fed.rounds_per_task,
                           families=fed.families)
     except (ValueError, FileNotFoundError):

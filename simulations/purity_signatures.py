@@ -32,6 +32,7 @@ __all__ = ["SCENARIOS", "scenario_settings", "leaf_signatures"]
 SCENARIOS: dict[str, dict[str, Any]] = {
     "families3-6c": {"scenario": "families", "families": 3, "clients": 6, "tasks_per_client": 3},
     "families4-8c": {"scenario": "families", "families": 4, "clients": 8, "tasks_per_client": 2},
+    "conflicting3-6c": {"scenario": "conflicting", "families": 3, "clients": 6, "tasks_per_client": 3},
 }
 BASE: dict[str, Any] = {"method": "treelora", "stream": "wordnet", "backbone": "minilm", "rounds_per_task": 2,
                         "local_steps": 8, "batch_size": 16, "train_per_class": 48, "test_per_class": 16,
@@ -70,7 +71,6 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
     from treelora.fed.scenarios import holders, leaf_truth, make_schedule, shard
     from treelora.learner import ContinualLearner
     from treelora.probe import PROBE_KINDS
-    from treelora.streams import load_stream
 
     fed, n_clients = scenario_settings(name, seed, **overrides)
     tag = "" if not overrides else "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
@@ -79,8 +79,7 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, **o
     if cached is not None and all(k in e for e in cached["signatures"].values() for k in PROBE_KINDS):
         return cached
     t0 = time.perf_counter()
-    stream = load_stream(fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
-                         test_per_class=fed.test_per_class)
+    stream = fed.load_stream()
     T = len(stream.tasks)
     truth = leaf_truth(fed.scenario, n_clients, stream.tasks, fed.tasks_per_client, fed.rounds_per_task,
                        families=fed.families)

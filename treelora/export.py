@@ -140,10 +140,7 @@ def _fed_settings(config: dict[str, Any]) -> Any:
 def _stream_names(fed: Any) -> tuple[list[str], list[Any]]:
     """(class names, tasks) of a federated run's stream, or empty lists where it cannot be loaded here."""
     try:
-        from .streams import load_stream
-
-        s = load_stream(fed.stream, seed=fed.seed, train_per_class=fed.train_per_class,
-                        test_per_class=fed.test_per_class)
+        s = fed.load_stream()
         return list(s.class_names), list(s.tasks)
     except (FileNotFoundError, ValueError, OSError):
         return [], []

@@ -82,3 +82,22 @@ def test_clustered_fl_runs_and_cosine_kmeans_separates_two_directions(tmp_path):
                    torch.tensor([[0.0, 5.0, 0.0]]) + 0.1 * torch.randn(4, 3, generator=g)])
     labels = cosine_kmeans(x, 2, seed=1)
     assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1 and labels[0] != labels[4]
+
+
+def test_conflicting_scenario_pairs_the_same_labelling_not_the_same_inputs(tmp_path):
+    """scenario=conflicting over 4 clients, 2 families: all four train the same inputs, c1/c3 under shifted
+    labels. The server's ground truth names the shifted copies, and the oracle pairs c0/c2 and c1/c3 only."""
+    rc = dict(BASE, scenario="conflicting", method="oracle-sharing", **{"out-dir": str(tmp_path / "server")})
+    grid = LocalGrid(client_app, 4, run_config=rc, state_dir=str(tmp_path / "clients"))
+    res = run(grid, FedSettings.from_run_config(rc), progress=False)
+    assert not res["errors"] and res["rounds"] == 4
+    from client.learner_cache import stream_for
+    from server.tree_audit import load_truth
+
+    fed = FedSettings.from_run_config(rc)
+    truth = load_truth(fed, 4)
+    widened = stream_for(fed).tasks  # what each client trains on: both families' copies
+    assert len(widened) % 2 == 0 and widened[len(widened) // 2].name == widened[0].name + "+shift1"
+    assert truth["c0/t0"][0] + "+shift1" == truth["c1/t0"][0] == truth["c3/t0"][0] and truth["c2/t0"] == truth["c0/t0"]
+    sharing = res["tree_quality"]["sharing"]
+    assert sharing and all(s["precision"] == 1.0 and s["recall"] == 1.0 for s in sharing.values())

@@ -8,6 +8,11 @@ partition id alone (in deployment every message runs in a new process). Scenario
 * ``families``: clients are split into ``families`` groups; the clients of one family share a task sequence (a
   rotation of the stream), so their task families overlap and sharing should pay.
 * ``identical``: every client has the same sequence (the FedAvg-friendly case).
+* ``conflicting``: families that train the *same inputs with different labels* (concept shift, the setting of
+  IFCA's label-swapped benchmarks): the stream is widened by :func:`scenario_stream` to ``families`` copies of
+  itself, copy f of each task relabelled by a cyclic shift of f within the task's classes (copy 0 is the original),
+  and family f walks its own copies. Every pair of families disagrees on every class of every task, so averaging
+  (adapters, heads or class means) across families hurts and partner choice has something to win.
 
 Data: every task's training examples are split into disjoint, seeded shards per class among the clients whose
 schedules hold that task (non-IID only in which tasks a client meets, IID within a task); each client holds one
@@ -16,15 +21,19 @@ shard of each task it trains. The test split is shared, so per-client scores are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from ..streams.base import TaskStream
+
 from .keys import client_id, task_key
 
-__all__ = ["SCENARIOS", "ClientSchedule", "make_schedule", "holders", "shard", "leaf_truth"]
+__all__ = ["SCENARIOS", "ClientSchedule", "make_schedule", "holders", "shard", "leaf_truth", "scenario_stream"]
 
-SCENARIOS = ("staggered", "families", "identical")
+SCENARIOS = ("staggered", "families", "identical", "conflicting")
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ def make_schedule(
     else:
         if families < 1:
             raise ValueError(f"families must be >= 1, got {families}")
+        if scenario == "conflicting":
+            _check_conflicting(num_stream_tasks, tasks_per_client, families)
         start = ((client % families) * (num_stream_tasks // families)) % num_stream_tasks
     tasks = tuple((start + k) % num_stream_tasks for k in range(tasks_per_client))
     return ClientSchedule(client, tasks, rounds_per_task)
@@ -118,3 +129,45 @@ def leaf_truth(scenario: str, num_clients: int, tasks: list, tasks_per_client: i
         for pos, t in enumerate(sched.tasks):
             out[task_key(client_id(c), pos)] = (tasks[t].name, tasks[t].family_name)
     return out
+
+
+def _check_conflicting(num_stream_tasks: int, tasks_per_client: int, families: int) -> None:
+    """The widened stream holds ``families`` equal blocks, and a family never walks into the next one's."""
+    if families < 2:
+        raise ValueError(f"scenario=conflicting needs families >= 2 (one family has nobody to conflict with), "
+                         f"got {families}")
+    if num_stream_tasks % families:
+        raise ValueError(f"scenario=conflicting: {num_stream_tasks} stream tasks are not {families} copies of one "
+                         f"stream (load it with scenario_stream)")
+    if tasks_per_client > num_stream_tasks // families:
+        raise ValueError(f"scenario=conflicting: tasks-per-client={tasks_per_client} exceeds the "
+                         f"{num_stream_tasks // families} tasks of one family's copy of the stream")
+
+
+def scenario_stream(stream: TaskStream, scenario: str, families: int) -> TaskStream:
+    """The stream a scenario's clients draw their tasks from: ``stream`` itself, except for ``conflicting``.
+
+    ``conflicting`` returns ``families`` copies of the stream's tasks, family-major. Copy f of a task has the same
+    inputs and classes; its example of class ``classes[i]`` is labelled ``classes[(i + f) % n]``; its name and family
+    carry ``+shift<f>`` (copy 0 is the task unchanged). A task with fewer classes than ``families`` cannot give
+    every family its own labelling and is refused."""
+    if scenario != "conflicting":
+        return stream
+    if families < 2:
+        raise ValueError(f"scenario=conflicting needs families >= 2, got {families}")
+    tasks = []
+    for f in range(families):
+        for task in stream.tasks:
+            n = len(task.classes)
+            if n < families:
+                raise ValueError(f"scenario=conflicting: task {task.name!r} has {n} classes, fewer than "
+                                 f"families={families}, so two families would label it alike")
+            if f == 0:
+                tasks.append(task)
+                continue
+            relabel = {c: task.classes[(i + f) % n] for i, c in enumerate(task.classes)}
+            tasks.append(replace(
+                task, name=f"{task.name}+shift{f}", family=f"{task.family_name}+shift{f}",
+                train=[replace(e, label=relabel[e.label]) for e in task.train],
+                test=[replace(e, label=relabel[e.label]) for e in task.test]))
+    return replace(stream, tasks=tasks)

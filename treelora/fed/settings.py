@@ -38,8 +38,8 @@ class FedSettings:
     method: str = "treelora"  # federated method (treelora.fed.methods): treelora | fedavg-lora | local-only | ...
     local_method: str = "treelora"  # the learner each client runs (fedavg-lora forces seqlora)
     num_rounds: int = 0  # 0 = as many rounds as the longest client schedule
-    scenario: str = "staggered"  # staggered | families | identical
-    families: int = 2  # client groups of the families scenario
+    scenario: str = "staggered"  # staggered | families | identical | conflicting (treelora.fed.scenarios)
+    families: int = 2  # client groups of the families and conflicting scenarios
     stream: str = "wordnet"
     backbone: str = "minilm"
     tasks_per_client: int = 3
@@ -145,6 +145,9 @@ class FedSettings:
             raise ValueError(f"tree-estimator must be one of {', '.join(L1_ESTIMATORS)}, got {self.tree_estimator!r}")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
+        if self.scenario == "conflicting" and self.families < 2:
+            raise ValueError(f"scenario=conflicting needs families >= 2 (one family has nobody to conflict with), "
+                             f"got families={self.families}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -162,6 +165,16 @@ class FedSettings:
         """Whether every train report carries per-class feature sums and counts (``fedproto``, or
         ``share-prototypes``)."""
         return self.fed_method.sends_prototypes or self.share_prototypes
+
+    def load_stream(self) -> Any:
+        """The run's task stream as its scenario's clients see it (:func:`treelora.fed.scenarios.scenario_stream`):
+        the same on every node, a function of the run config alone."""
+        from ..streams import load_stream
+        from .scenarios import scenario_stream
+
+        stream = load_stream(self.stream, seed=self.seed, train_per_class=self.train_per_class,
+                             test_per_class=self.test_per_class)
+        return scenario_stream(stream, self.scenario, self.families)
 
     def max_rounds(self) -> int:
         """Rounds the server plays: ``num-rounds``, or as many as one client's whole schedule."""

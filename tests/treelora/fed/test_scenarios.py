@@ -45,3 +45,48 @@ def test_leaf_truth_names_each_leafs_stream_task_and_family():
     assert truth["c0/t0"] != truth["c1/t0"]
     assert {f for _, f in truth.values()} <= {"living", "physical", "abstract", "verbs"}
     assert truth["c0/t0"] == ("living-organisms", "living")
+
+
+def test_conflicting_scenario_same_inputs_every_family_its_own_labels():
+    from treelora.fed.scenarios import leaf_truth, scenario_stream
+    from treelora.fed.settings import FedSettings
+    from treelora.streams import Task, TaskStream
+
+    def ex(i: int, c: int) -> Example:
+        return Example(text=f"{c}-{i}", label=c)
+
+    base = TaskStream("s", "text", [f"k{i}" for i in range(6)], [
+        Task("a", [0, 1, 2], [ex(i, c) for c in (0, 1, 2) for i in range(4)], [ex(9, c) for c in (0, 1, 2)], "F"),
+        Task("b", [3, 4, 5], [ex(i, c) for c in (3, 4, 5) for i in range(4)], [ex(9, c) for c in (3, 4, 5)])])
+    wide = scenario_stream(base, "conflicting", 3)
+    assert scenario_stream(base, "families", 3) is base and len(base.tasks) == 2
+    assert [t.name for t in wide.tasks] == ["a", "b", "a+shift1", "b+shift1", "a+shift2", "b+shift2"]
+    assert wide.tasks[0] is base.tasks[0] and wide.tasks[2].family == "F+shift1" and wide.tasks[3].family == "b+shift1"
+    copies = [wide.tasks[i] for i in (0, 2, 4)]
+    for split in ("train", "test"):
+        texts = [[e.text for e in getattr(t, split)] for t in copies]
+        assert texts[0] == texts[1] == texts[2]  # the same inputs ...
+        labels = [[e.label for e in getattr(t, split)] for t in copies]
+        for i in range(3):  # ... and every pair of families disagrees on every example
+            for j in range(i + 1, 3):
+                assert all(x != y for x, y in zip(labels[i], labels[j]))
+    assert {e.label for e in copies[1].train} == {0, 1, 2} and copies[1].classes == [0, 1, 2]
+    assert [e.label for e in copies[1].test] == [1, 2, 0]  # class i's examples carry class i+1
+
+    # family f walks its own copies: clients c and c+3 share every task, no task is held across families
+    sched = [make_schedule("conflicting", c, 6, 6, 2, 1, families=3).tasks for c in range(6)]
+    assert sched[:3] == [(0, 1), (2, 3), (4, 5)] and sched[3:] == sched[:3]
+    assert holders(2, "conflicting", 6, 6, 2, 1, families=3) == [1, 4]
+    truth = leaf_truth("conflicting", 6, wide.tasks, 2, 1, families=3)
+    assert truth["c1/t0"] == ("a+shift1", "F+shift1") and truth["c4/t0"] == truth["c1/t0"] != truth["c0/t0"]
+
+    with pytest.raises(ValueError, match="exceeds the 2 tasks of one family"):
+        make_schedule("conflicting", 0, 6, 6, 3, 1, families=3)
+    with pytest.raises(ValueError, match="not 3 copies"):
+        make_schedule("conflicting", 0, 6, 7, 2, 1, families=3)
+    with pytest.raises(ValueError, match="fewer than families=4"):
+        scenario_stream(base, "conflicting", 4)
+    with pytest.raises(ValueError, match="families >= 2"):
+        FedSettings(scenario="conflicting", families=1)
+    fed = FedSettings(scenario="conflicting", families=2)
+    assert [t.name for t in fed.load_stream().tasks][8] == "living-organisms+shift1"
