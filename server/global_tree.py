@@ -21,7 +21,7 @@ import torch
 
 from treelora.fed.settings import FedSettings
 from treelora.sketch import LinearSketch
-from treelora.tree import Node, TaskTree, TreeEntry
+from treelora.tree import Node, TaskTree
 
 from .centre_store import CentreStore
 
@@ -74,12 +74,8 @@ class GlobalTree:
 
     def bulk_load(self, entries: list[tuple[str, list[torch.Tensor], float]], num_layers: int) -> None:
         """Add many leaves and build once, as if that build had been the last rebuild (benchmarks set-up)."""
-        tree = self.ensure(num_layers)
-        for key, signature, weight in entries:
-            tree.entries[key] = TreeEntry(key, signature, [key], weight, None)
-            tree._member_index[key] = key
-        tree.build()
-        self.since_build, self.built_size = 0, len(tree)
+        self.ensure(num_layers).add_all(entries)
+        self.since_build, self.built_size = 0, len(self)
 
     def locate(self, sketch: list[torch.Tensor]) -> list[Node]:
         """Root-to-leaf path of a running task's sketch ([] for an empty tree)."""

@@ -10,10 +10,12 @@ method send is the shared contract :class:`treelora.fed.methods.FedMethod` of th
 * :class:`TreeLoRAFed`: the global tree over finished leaves (:class:`server.global_tree.GlobalTree`); per layer
   the candidate leaves are, by ``candidate-rule``, the other clients' leaves nearest the client's current sketch
   (``nearest``, the default) or the picks of the client's LCB bandit descending the tree (``lcb``, the paper's
-  rule; reset when the client starts a task); never the client's own leaves. Sharing groups = the tree node at
-  each layer's depth holding the client's current task (before any leaf every client sits in the root, so only
-  layer 0 is shared); a client keeps its place between tasks (its finished leaf, then its new task's warm-start
-  probe). Warm starts from the other clients' leaf nearest to a probe of the new task.
+  rule; reset when the client starts a task); never the client's own leaves. Sharing groups (``share-groups``):
+  by default the nodes of a tree the server builds each round over the reporting clients' current sketches
+  (:mod:`server.sharing_groups`); with ``route``, the global tree's node at each layer's depth that the client's
+  current sketch routes to (before any leaf every client sits in the root, so only layer 0 is shared; a client
+  keeps its place between tasks: its finished leaf, then its new task's warm-start probe). Warm starts from the
+  other clients' leaf nearest to a probe of the new task.
 * :class:`FedAvgLoRA`: every layer averaged over every client.
 * :class:`LocalOnly`: nothing shared.
 * FedSA-LoRA, FFA-LoRA, clustered FL and the sharing oracle (below), and the prototype baseline ``fedproto``
@@ -51,6 +53,7 @@ from .aggregation import Adapter
 from .global_tree import GlobalTree
 from .leaf_store import LeafStore
 from .prototype_pool import PrototypePool
+from .sharing_groups import running_groups
 
 if TYPE_CHECKING:
     from .state import ClientInfo, GlobalState
@@ -89,7 +92,8 @@ class Strategy:
 
     def prototype_partners(self, state: GlobalState, client: str) -> set[str] | None:
         """The clients whose class statistics ``client``'s prototypes pool (None: every client): itself and the
-        clients it averaged any layer with in the last aggregation (``share-prototypes``)."""
+        clients it averaged its last layer with in the last aggregation (``share-prototypes``): the head reads the
+        last layer's features, so it shares where that layer shares."""
         return {client, *self.partners.get(client, ())}
 
     def prototype_tensors(self, state: GlobalState, client: str, rnd: int) -> dict[str, torch.Tensor]:
@@ -151,8 +155,8 @@ class Strategy:
         groups = self.groups(state, adapters)
         state.audit.record_groups(state.round + 1, groups)
         partners: dict[str, set[str]] = {}
-        for members in groups.values():
-            if len(members) > 1:
+        for (layer, _), members in groups.items():
+            if layer == state.num_layers - 1 and len(members) > 1:
                 for c in members:
                     partners.setdefault(c, set()).update(m for m in members if m != c)
         self.partners = {c: sorted(p) for c, p in sorted(partners.items())}
@@ -305,7 +309,15 @@ class TreeLoRAFed(Strategy):
             self.index.add(report.task_key, final, weight=float(report.num_examples))
             self.sketches[report.client_id] = final  # the client keeps its place (its leaf) until its next task
 
+    def groups(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]) -> dict[tuple[int, str], list[str]]:
+        if not self.fed.share_layers or self.fed.share_groups == "route":
+            return super().groups(state, adapters)
+        index = self.index
+        return running_groups({c: self.sketches[c] for c in adapters if c in self.sketches}, state.num_layers,
+                              split=self.fed.tree_split, distance_fn=index.distance)
+
     def group_ids(self, state: GlobalState, client: str) -> list[str]:
+        """``share-groups=route``: the path the client's current sketch takes in the global tree."""
         if not self.fed.share_layers:
             return []
         sketch = self.sketches.get(client)

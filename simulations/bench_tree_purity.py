@@ -35,7 +35,7 @@ from simulations.purity_signatures import SCENARIOS, leaf_signatures
 __all__ = ["main", "measure"]
 
 KINDS = ("live", "probe-grad", "probe-fisher", "probe-input")
-SPLITS = ("l1-median", "dot-consecutive", "bisect", "average-linkage")
+SPLITS = ("l1-median", "dot-consecutive", "bisect", "average-linkage", "bisect-linkage")
 
 
 def epsilon(noise: float, releases: int, delta: float) -> float | None:

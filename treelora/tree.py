@@ -109,6 +109,16 @@ class TaskTree:
         else:
             self._insert(key)
 
+    def add_all(self, entries: list[tuple[str, Signature, float]]) -> None:
+        """Add many ``(key, signature, weight)`` entries and build once. Unlike :meth:`add`, the signatures are
+        taken as they are (float32, flat, finite, one width per layer: the caller has validated them)."""
+        for key, signature, weight in entries:
+            if key in self.entries or key in self._member_index:
+                raise ValueError(f"task {key!r} is already in the tree")
+            self.entries[key] = TreeEntry(key, list(signature), [key], float(weight), None)
+            self._member_index[key] = key
+        self.build()
+
     def build(self) -> None:
         """Rebuild the whole tree from the stored entries."""
         keys = list(self.entries)

@@ -60,10 +60,14 @@ def test_assignments_carry_candidates_shares_and_warm_starts(treelora_run):
         by_round.setdefault(int(a.round), []).append((a, arrays))
     # round 1: empty tree, every client in the root: nothing to share yet, no candidates
     assert all(not a.layers and not arrays for a, arrays in by_round[1])
-    # round 2: the root group shares layer 0 among all clients; still no leaves
+    # round 2, still no leaves: groups from a tree of round 1's running sketches (share-groups=running). Layer 0
+    # sits in the root, shared by all; of 3 clients two are nearest each other and share every layer
+    L = len(by_round[3][0][0].layers)
+    shared = {a.client_id: [la.layer for la in a.layers if la.shared] for a, _ in by_round[2]}
+    assert all(s[:1] == [0] for s in shared.values())
+    assert sorted(len(s) for s in shared.values())[1:] == [L, L]
     for a, arrays in by_round[2]:
-        assert [la.layer for la in a.layers if la.shared] == [0]
-        assert set(arrays) == {"share.0.A", "share.0.B"}
+        assert set(arrays) == {f"share.{l}.{p}" for l in shared[a.client_id] for p in ("A", "B")}
     # round 3: leaves exist: candidates from other clients only, a warm start for the new task
     for a, arrays in by_round[3]:
         cands = {c for la in a.layers for c in la.candidates}
@@ -86,7 +90,9 @@ def test_reports_return_xi_for_pulled_candidates(treelora_run):
 
 
 def test_aggregation_groups_follow_the_tree(tmp_path):
-    _, fed = setup(tmp_path, **{"tree-split": "l1-median"})  # the paper's split, whose geometry this test spells out
+    # the paper's reading (share-groups=route: the global tree's node at each layer's depth) with the paper's split,
+    # whose geometry this test spells out
+    _, fed = setup(tmp_path, **{"tree-split": "l1-median", "share-groups": "route"})
     state = GlobalState(fed, tmp_path)
     state.num_layers = 3
     a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
@@ -118,7 +124,7 @@ def test_aggregation_groups_follow_the_tree(tmp_path):
 @pytest.mark.parametrize("split", ["bisect-linkage", "bisect", "average-linkage"])
 def test_aggregation_groups_follow_the_clustering_tree(tmp_path, split):
     assert FedSettings().tree_split == "bisect-linkage"  # the default
-    _, fed = setup(tmp_path, **{"tree-split": split})
+    _, fed = setup(tmp_path, **{"tree-split": split, "share-groups": "route"})
     state = GlobalState(fed, tmp_path)
     state.num_layers = 3
     a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
@@ -139,6 +145,30 @@ def test_aggregation_groups_follow_the_clustering_tree(tmp_path, split):
     assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.0))
     assert set(state.shares["c2"]) == {0}
     assert state.strategy.index.nearest_leaf([v + 0.1 for v in there]).startswith("y")
+
+
+def test_running_groups_pair_the_nearest_running_tasks_before_any_leaf(tmp_path):
+    """share-groups=running (the default): groups come from the round's sketches, not the global tree, so two clients
+    on alike tasks share every layer from the first aggregation on, and the head's class means pool with them."""
+    _, fed = setup(tmp_path)
+    assert fed.share_groups == "running"
+    state = GlobalState(fed, tmp_path)
+    state.num_layers = 3
+    a = {l: {"A": torch.full((2, 4), 1.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    b = {l: {"A": torch.full((2, 4), 3.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    c = {l: {"A": torch.full((2, 4), 9.0), "B": torch.zeros(4, 2)} for l in range(3)}
+    g = torch.Generator().manual_seed(0)
+    here = [torch.randn(fed.sketch_dim, generator=g) for _ in range(3)]
+    state.strategy.sketches = {"c0": here, "c1": [v + 0.01 for v in here],
+                               "c2": [torch.full((fed.sketch_dim,), 50.0) for _ in range(3)]}
+    state.round_adapters = {"c0": (a, 1), "c1": (b, 3), "c2": (c, 1)}
+    assert len(state.strategy.index) == 0
+    state.aggregate()
+    assert set(state.shares["c0"]) == set(state.shares["c1"]) == {0, 1, 2}
+    assert torch.allclose(state.shares["c0"][2]["A"], torch.full((2, 4), 2.5))  # c0 and c1, weighted by examples
+    assert set(state.shares["c2"]) == {0} and torch.allclose(state.shares["c2"][0]["A"], torch.full((2, 4), 3.8))
+    assert state.strategy.partners == {"c0": ["c1"], "c1": ["c0"]}  # the last layer's group: the head's partners
+    assert state.strategy.prototype_partners(state, "c2") == {"c2"}
 
 
 def test_fedavg_and_local_only_baselines(tmp_path):

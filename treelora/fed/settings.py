@@ -29,6 +29,7 @@ __all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
 NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
 TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher", "probe-input")
 CANDIDATE_RULES = ("nearest", "lcb")
+SHARE_GROUPS = ("running", "route")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class FedSettings:
     candidates_per_layer: int = 1  # candidate leaves the server sends per layer per round
     clusters: int = 2  # clustered-fl: number of client clusters
     share_layers: bool = True  # treelora: layer-wise aggregation among clients sharing a tree node
+    share_groups: str = "running"  # treelora: which tree's nodes group the clients: running (a tree the server builds
+    # each round over the reporting clients' current sketches; layers below a client's deepest shared node share in
+    # it: server.sharing_groups) | route (the node at each layer's depth that the current sketch routes to in the
+    # global tree of finished leaves: the paper's layer-l-within-its-depth-l-subtree)
     warm_start: bool = True  # treelora: warm-start a new task from the nearest leaf's adapter
     leaf_size: int = 1  # tasks per tree leaf (the server's tree and the clients')
     tree_split: str = "bisect-linkage"  # the server's tree split (treelora.tree_splits, tree_linkage):
@@ -122,6 +127,8 @@ class FedSettings:
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
         if self.tree_signature not in TREE_SIGNATURES:
             raise ValueError(f"tree-signature must be one of {', '.join(TREE_SIGNATURES)}, got {self.tree_signature!r}")
+        if self.share_groups not in SHARE_GROUPS:
+            raise ValueError(f"share-groups must be one of {', '.join(SHARE_GROUPS)}, got {self.share_groups!r}")
         if self.candidate_rule not in CANDIDATE_RULES:
             raise ValueError(f"candidate-rule must be one of {', '.join(CANDIDATE_RULES)}, got {self.candidate_rule!r}")
         if self.tree_split not in SPLIT_REGISTRY:
