@@ -307,6 +307,13 @@ class SynthFed:
         c = self.centres[cluster % self.clusters]
         return [c[l] + 100.0 * torch.randn(self.fed.sketch_dim, generator=self.gen) for l in range(self.L)]
 
+    def cluster_of(self, key: str) -> int:
+        """The synthetic cluster of a task key: stable across processes (``hash`` of a str is salted per process,
+        which made every run, and the tests built on it, a different tree)."""
+        import zlib
+
+        return zlib.crc32(key.encode("utf-8")) % self.clusters
+
     def report(
         self,
         client: str,
@@ -327,7 +334,7 @@ class SynthFed:
 
         pos = self.tasks.get(client, 0) if task_index is None else task_index
         key = f"{client}/t{pos}"
-        cl = hash(key) % self.clusters if cluster is None else cluster
+        cl = self.cluster_of(key) if cluster is None else cluster
         out: dict[str, torch.Tensor] = {}
         for l, (a, b) in enumerate(self.shapes):
             out[adapter_name(l, "A")] = 0.02 * torch.randn(a, generator=self.gen)

@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the server tree's split rule (run-config tree-split)")
     ap.add_argument("--tree-estimator", default="geomean",
                     help="the sketch L1 estimator the server tree measures with (run-config tree-estimator)")
+    ap.add_argument("--share-groups", default="running", choices=["running", "route"],
+                    help="how the server groups clients for layer sharing (run-config share-groups)")
     ap.add_argument("--grow-ingest", type=int, default=400,
                     help="leaves grown through GlobalState.ingest; the rest are bulk-loaded and built once")
     ap.add_argument("--child-timeout-s", type=int, default=900)

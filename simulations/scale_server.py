@@ -35,7 +35,8 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         # the synthetic clients finish a task as often as every round: a schedule of one round per task, long enough
         fed = FedSettings(method="treelora", backbone="minilm", out_dir=str(d), local_steps=8, rounds_per_task=1,
                           tasks_per_client=10**6, tree_split=args.tree_split,
-                          tree_estimator=getattr(args, "tree_estimator", "geomean"))
+                          tree_estimator=getattr(args, "tree_estimator", "geomean"),
+                          share_groups=getattr(args, "share_groups", "running"))
         synth = SynthFed(fed, d, shapes, seed=0, clusters=16, model_bytes=4 * 22_713_216)
         st = synth.state
         C = args.server_clients
@@ -70,7 +71,7 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
                 pos = synth.tasks.get(c, 0)
                 key = f"{c}/t{pos}"
                 synth.tasks[c] = pos + 1
-                entries.append((key, synth.sketch(hash(key) % synth.clusters), 8.0))
+                entries.append((key, synth.sketch(synth.cluster_of(key)), 8.0))
                 st.strategy.leaves.records[key] = {
                     "key": key, "client_id": c, "task_key": key, "task_index": pos,
                     "adapter_file": key.replace("/", "__") + ".safetensors", "num_examples": 64}
@@ -128,6 +129,7 @@ def run_server(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str,
         b.refresh()
         refresh_s = time.perf_counter() - f0
         rows.append({"leaves": n_leaves, "clients": C, "tree_split": args.tree_split,
+                     "share_groups": fed.share_groups,
                      "tree_estimator": fed.tree_estimator, "grow_s": grow_s,
                      "ingested": n_ingest, "bulk_loaded": bulk,
                      "bulk_build_s": bulk_s, "ingest_grow_s": ingest_grow_s,
@@ -157,6 +159,10 @@ def _breakdown_timer(st: Any) -> StepTimer:
     timer.wrap(state_mod, "validate_report", "validate")
     timer.wrap(state_mod, "encode_tensors", "encode")
     timer.wrap(state_mod, "average_groups", "average")
+    import server.strategies as strategies_mod
+
+    if hasattr(strategies_mod, "running_groups"):  # share-groups=running: newer code
+        timer.wrap(strategies_mod, "running_groups", "running_groups")
     timer.wrap(st.strategy, "configure_train", "configure_train")
     timer.wrap(st.strategy, "aggregate_train", "aggregate_train")
     timer.wrap(st.strategy, "ingest_train", "ingest_train")
