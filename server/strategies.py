@@ -201,6 +201,7 @@ class TreeLoRAFed(Strategy):
         self.sketches: dict[str, list[torch.Tensor]] = {}  # client → latest current-task sketch
         self.warm: dict[str, str] = {}  # client → warm-start leaf for its next task
         self._paths: dict[str, tuple[Any, Any, int, list[Any]]] = {}  # client → (sketch, tree, version, path)
+        self._placed: dict[str, list[tuple[str, int]]] = {}  # running groups: client → per layer (node, size)
 
     @property
     def tree(self) -> Any:
@@ -234,7 +235,9 @@ class TreeLoRAFed(Strategy):
             bandit = self._bandit(client, state.num_layers)
             info.bandit_t += 1
             sketch = self.sketches.get(client)
-            path = self._path(client, sketch) if sketch is not None else []
+            running = self.fed.share_groups == "running"
+            path = self._path(client, sketch) if sketch is not None and not running else []
+            placed = self._placed.get(client, []) if running else []
             nearest = self._nearest_candidates(client, sketch) if self.fed.candidate_rule == "nearest" else None
             for layer in range(state.num_layers):
                 chosen: list[str] = []
@@ -247,9 +250,12 @@ class TreeLoRAFed(Strategy):
                         break
                     chosen.append(leaf)
                     tensors[cand_name(leaf, layer)] = tree.entries[leaf].signature[layer]
-                node = path[min(layer, len(path) - 1)] if path else None
-                layers.append(pb.LayerAssignment(layer=layer, candidates=chosen, group_node=node.path if node else "",
-                                                 group_size=len(node.keys) if node else 0))
+                if running:  # the client's node in the last aggregation's tree of running sketches
+                    gid, size = placed[layer] if layer < len(placed) else ("", 0)
+                else:
+                    node = path[min(layer, len(path) - 1)] if path else None
+                    gid, size = (node.path, len(node.keys)) if node else ("", 0)
+                layers.append(pb.LayerAssignment(layer=layer, candidates=chosen, group_node=gid, group_size=size))
             state.audit.record_candidates(client, rnd, [list(la.candidates) for la in layers], tree.entries)
         warm_leaf = self.warm.pop(client, "") if info is not None and info.finished_last else ""
         return layers, tensors, warm_leaf
@@ -312,9 +318,13 @@ class TreeLoRAFed(Strategy):
     def groups(self, state: GlobalState, adapters: dict[str, tuple[Adapter, int]]) -> dict[tuple[int, str], list[str]]:
         if not self.fed.share_layers or self.fed.share_groups == "route":
             return super().groups(state, adapters)
-        index = self.index
-        return running_groups({c: self.sketches[c] for c in adapters if c in self.sketches}, state.num_layers,
-                              split=self.fed.tree_split, distance_fn=index.distance)
+        groups = running_groups({c: self.sketches[c] for c in adapters if c in self.sketches}, state.num_layers,
+                                split=self.fed.tree_split, distance_fn=self.index.distance)
+        self._placed = {}
+        for (_layer, gid), members in sorted(groups.items()):  # layer order: one entry per layer
+            for c in members:
+                self._placed.setdefault(c, []).append((gid, len(members)))
+        return groups
 
     def group_ids(self, state: GlobalState, client: str) -> list[str]:
         """``share-groups=route``: the path the client's current sketch takes in the global tree."""
