@@ -22,8 +22,13 @@ from collections.abc import Callable
 import torch
 
 from treelora.tree import TaskTree
+from treelora.tree_linkage import BisectLinkage
 
-__all__ = ["running_groups"]
+__all__ = ["running_groups", "LINKAGE_UP_TO"]
+
+#: clients per round up to which ``bisect-linkage`` builds the running tree by average linkage alone (one O(n² L)
+#: distance matrix; the 2-means top it adds for the global tree is what a 10^4-leaf build needs, not a round's)
+LINKAGE_UP_TO = 256
 
 
 def running_groups(sketches: dict[str, list[torch.Tensor]], num_layers: int, *, split: str,
@@ -36,6 +41,8 @@ def running_groups(sketches: dict[str, list[torch.Tensor]], num_layers: int, *, 
         return {}
     tree = TaskTree(num_layers, split=split, leaf_size=1, distance_fn=distance_fn)
     tree.layer_free_distance = layer_free_distance
+    if isinstance(tree.rule, BisectLinkage):  # one round's clients: UPGMA over all of them, one distance matrix
+        tree.rule.linkage_below = max(BisectLinkage.linkage_below, LINKAGE_UP_TO)
     tree.add_all([(client, sketches[client], 1.0) for client in sorted(sketches)])
     groups: dict[tuple[int, str], list[str]] = {}
     for client in sorted(sketches):
