@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     # λ = 0.25 puts the regulariser's gradient at ≈ 1× the task gradient's norm (simulations/results/reg_scale.json)
     "treelora-sqrt": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25}, "method"),
     "treelora-sqrt-lam1": ("treelora", {"l1_reduction": "sqrt", "lam": 1.0}, "method"),  # ≈ 4× the task gradient
+    # the step-time knob: the regulariser on 1 step in 5 at 5× λ (the same mean pull as treelora-sqrt)
+    "treelora-sqrt-every5": ("treelora", {"l1_reduction": "sqrt", "lam": 1.25, "reg_every": 5}, "method"),
     "treelora-mean16": ("treelora", {"l1_reduction": "mean", "lam": 16.0}, "method"),
     "treelora-sum": ("treelora", {}, "method"),
     "treelora-sqrt-random": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "selector": "random"}, "ablation"),
