@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "treelora-sqrt-lam1": ("treelora", {"l1_reduction": "sqrt", "lam": 1.0}, "method"),  # ≈ 4× the task gradient
     # the step-time knob: the regulariser on 1 step in 5 at 5× λ (the same mean pull as treelora-sqrt)
     "treelora-sqrt-every5": ("treelora", {"l1_reduction": "sqrt", "lam": 1.25, "reg_every": 5}, "method"),
+    # the step-time knob that keeps every step: l1-grad on the top 2 layers with their Hessian block only
+    "treelora-sqrt-top2": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "regularizer": "l1-grad-top",
+                                        "reg_top_layers": 2}, "method"),
     "treelora-mean16": ("treelora", {"l1_reduction": "mean", "lam": 16.0}, "method"),
     "treelora-sum": ("treelora", {}, "method"),
     "treelora-sqrt-random": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "selector": "random"}, "ablation"),

@@ -17,7 +17,8 @@ step time and its ratio to SeqLoRA's median, plus the per-round paired ratio (me
 Variants: ``seqlora`` (SDPA attention, the baseline), ``seqlora-eager`` (same with eager attention: isolates the
 attention kernel's cost from the double backward's), ``treelora`` (paper: grad signatures, tree LCB, exact
 ``l1-grad`` by double backward; needs eager attention), ``treelora-fd`` (``regularizer=l1-grad-fd``, SDPA),
-``treelora-every4`` / ``treelora-every5`` (``l1-grad`` every 4th / 5th step), ``treelora-official``, ``olora``, ``ewc``.
+``treelora-every4`` / ``treelora-every5`` (``l1-grad`` every 4th / 5th step), ``treelora-top2/3/4``
+(``l1-grad-top``: the regulariser and its Hessian block on the top 2 / 3 / 4 layers only), ``treelora-official``, ``olora``, ``ewc``.
 
 **Where treelora's time goes.** The learner's per-task records (``search_time_s``: selection + update;
 ``reg_time_s``: the regularised forward/backward) are read per step, and a separate breakdown replays
@@ -49,6 +50,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "treelora-fd": ("treelora", {"regularizer": "l1-grad-fd"}, "sdpa"),
     "treelora-every4": ("treelora", {"reg_every": 4}, "eager"),
     "treelora-every5": ("treelora", {"reg_every": 5}, "eager"),
+    "treelora-top2": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 2}, "eager"),
+    "treelora-top3": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 3}, "eager"),
+    "treelora-top4": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 4}, "eager"),
     "treelora-official": ("treelora-official", {}, "sdpa"),
     "olora": ("olora", {}, "sdpa"),
     "ewc": ("ewc", {}, "sdpa"),

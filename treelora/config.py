@@ -64,6 +64,7 @@ class LearnerConfig:
     rebuild_every: int = 4  # rebuild the tree from scratch after this many inserts (paper preset)
     tree_budget: int = 0  # max stored task adapters; 0 = unlimited (merge closest leaves when over)
     reg_every: int = 1  # apply the regulariser every k steps (cost knob)
+    reg_top_layers: int = 2  # l1-grad-top: regularise (and differentiate) only the top k LoRA layers (cost knob)
     l1_reduction: str = "sum"  # l1-grad distance per layer: "sum" (Eq. 3) | "mean" (/ p) | "sqrt" (/ √p)
     fd_eps: float = 1e-3  # finite-difference step of l1-grad-fd (relative to parameter norm)
     # --- baselines ---
@@ -112,7 +113,7 @@ class LearnerConfig:
         if self.lm_mode not in ("generate", "head"):
             raise ValueError(f"lm_mode={self.lm_mode!r} is not one of generate, head")
         positive = ("lora_r", "epochs", "batch_size", "max_length", "leaf_size", "rebuild_every", "reg_every",
-                    "head_samples", "head_refit_epochs")
+                    "reg_top_layers", "head_samples", "head_refit_epochs")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

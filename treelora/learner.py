@@ -226,6 +226,7 @@ class ContinualLearner:
             steps_in_epoch=self._epoch_steps,
             reduction=cfg.l1_reduction,
             fd_eps=cfg.fd_eps,
+            top_layers=cfg.reg_top_layers,
         )
         self.optimizer.zero_grad(set_to_none=True)
         reg_t0 = time.perf_counter()

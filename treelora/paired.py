@@ -62,11 +62,24 @@ def paired_table(values: Mapping[str, Mapping[int, float]], reference: str, *,
 
 def oracle_gain_share(values: Mapping[str, Mapping[int, float]], oracle: str, floor: str
                       ) -> tuple[dict[str, float | None], float]:
-    """(each method's share of the oracle's gain over the floor, ``(mean − floor) / (oracle − floor)`` on the means
-    over seeds — None for every method when the two reference rows tie exactly —, the gain ``oracle − floor``)."""
-    mean = {m: sum(v.values()) / len(v) for m, v in values.items()}
-    span = mean[oracle] - mean[floor]
-    return {m: (mu - mean[floor]) / span if span else None for m, mu in mean.items()}, span
+    """(each method's share of the oracle's gain over the floor, the gain ``oracle − floor``).
+
+    A method's share is ``(mean − floor) / (oracle − floor)`` on the means over the seeds that the method, the
+    oracle and the floor all have (rows run at different seed counts are compared on the same seeds); None where
+    there is no such seed or the two reference rows tie exactly there. The gain is over the seeds the oracle and
+    the floor share."""
+    ref_seeds = set(values[oracle]) & set(values[floor])
+
+    def mean_on(method: str, seeds: list[int]) -> float:
+        return sum(values[method][s] for s in seeds) / len(seeds)
+
+    shares: dict[str, float | None] = {}
+    for m, v in values.items():
+        seeds = sorted(set(v) & ref_seeds)
+        span_m = mean_on(oracle, seeds) - mean_on(floor, seeds) if seeds else 0.0
+        shares[m] = (mean_on(m, seeds) - mean_on(floor, seeds)) / span_m if span_m else None
+    ref = sorted(ref_seeds)
+    return shares, (mean_on(oracle, ref) - mean_on(floor, ref)) if ref else 0.0
 
 
 def markdown_paired(rows: list[dict[str, Any]], reference: str, *, metric: str, scale: float = 100.0) -> str:

@@ -6,6 +6,9 @@
 * ``l1-grad-fd``: the same term with the Hessian-vector product taken by a forward difference of gradients,
   ``H v ≈ (∇L(θ + h v) − ∇L(θ)) / h`` — one extra forward/backward, any attention kernel. The second pass must
   see the same dropout masks, so the caller's closure replays the RNG state.
+* ``l1-grad-top``: ``l1-grad`` on the top k LoRA layers only, differentiated with respect to those layers only: the
+  Hessian block ``H_top,top`` instead of the full rows, so the double backward stops at the lowest regularised
+  layer (the cost knob ``reg_top_layers``).
 * ``official`` (released code): ``R = −Σ_l ⟨A_l, G_{k_l}[l]⟩`` and
   ``loss − λ_t · loss.detach() · R / (R.detach() + ε·sign(R))`` — the denominator keeps R's sign.
 
@@ -58,8 +61,12 @@ def l1_grad_backward(
     targets: list[torch.Tensor | None],
     lam: float,
     reduction: str = "sum",
+    top_layers: int = 0,
 ) -> tuple[list[torch.Tensor], float]:
     """Exact ``l1-grad``: double backward through the LoRA gradient. ``targets[l]`` is G_{k_l}[l] or None.
+
+    ``top_layers = k > 0`` keeps only the top k layers' terms and differentiates them with respect to those layers'
+    parameters only (``l1-grad-top``): autograd then never walks the layers below, which is what makes it cheaper.
 
     ``reduction="sum"`` is Eq. 3 as written; its gradient ``λ·H·sign(ĝ − G)`` grows with the layer size (the sign
     vector has norm √p), and on MiniLM it outweighs the task gradient ~20× at λ = 0.05. ``"mean"`` divides each
@@ -69,14 +76,17 @@ def l1_grad_backward(
     grads = torch.autograd.grad(loss, params + list(other_params), create_graph=True, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params + list(other_params), grads)]
     layer_g = _layer_vectors(grads[: len(params)])
-    terms = [_l1(g - t.to(g.device, g.dtype), reduction) for g, t in zip(layer_g, targets) if t is not None]
+    first = 0 if top_layers <= 0 else max(0, len(layer_g) - top_layers)
+    terms = [_l1(g - t.to(g.device, g.dtype), reduction)
+             for i, (g, t) in enumerate(zip(layer_g, targets)) if t is not None and i >= first]
     reg_value = 0.0
     reg_grads: list[torch.Tensor | None] = [None] * len(params)
     if terms and lam > 0:
         reg = lam * torch.stack(terms).sum()
         reg_value = float(reg.detach())
         if reg.requires_grad:
-            reg_grads = list(torch.autograd.grad(reg, params, allow_unused=True))
+            top = list(torch.autograd.grad(reg, params[2 * first :], allow_unused=True))
+            reg_grads = [None] * (2 * first) + top
     for p, g, rg in zip(params, grads, reg_grads):
         p.grad = g.detach() + (rg.detach() if rg is not None else 0.0)
     for p, g in zip(other_params, grads[len(params) :]):
@@ -175,6 +185,7 @@ class StepContext:
     steps_in_epoch: int
     reduction: str  # l1-grad distance per layer: "sum" | "mean" | "sqrt"
     fd_eps: float  # l1-grad-fd's finite-difference step
+    top_layers: int = 0  # l1-grad-top: how many top LoRA layers are regularised (0 = all)
 
 
 def plain_step(ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -210,6 +221,19 @@ class L1Grad(Regularizer):
     def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
         loss = ctx.task_loss()
         grads, _ = l1_grad_backward(loss, ctx.lora, ctx.head, ctx.targets, ctx.lam, ctx.reduction)
+        return loss, grads
+
+
+@REGULARIZER_REGISTRY.register("l1-grad-top")
+class L1GradTop(Regularizer):
+    """``l1-grad`` on the top ``reg_top_layers`` layers, with the Hessian block of those layers only (cheaper)."""
+
+    needs_eager_attention = True
+
+    def backward(self, ctx: StepContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss = ctx.task_loss()
+        grads, _ = l1_grad_backward(loss, ctx.lora, ctx.head, ctx.targets, ctx.lam, ctx.reduction,
+                                    top_layers=max(1, ctx.top_layers))
         return loss, grads
 
 

@@ -32,3 +32,14 @@ def test_paired_table_pairs_by_seed_and_renders():
     assert "| seqlora | 3 |" in md and "yes, better" in md and "reference" in md
     with pytest.raises(ValueError, match="reference 'x'"):
         paired_table(values, "x")
+
+
+def test_oracle_gain_share_uses_the_seeds_a_method_shares_with_both_reference_rows():
+    from treelora.paired import oracle_gain_share
+
+    values = {"floor": {0: 0.40, 1: 0.50}, "oracle": {0: 0.60, 1: 0.90},
+              "m": {0: 0.50, 1: 0.70, 2: 0.99, 3: 0.99}, "lone": {5: 0.5}}
+    shares, gain = oracle_gain_share(values, "oracle", "floor")
+    assert gain == pytest.approx(0.30)
+    assert shares["m"] == pytest.approx((0.60 - 0.45) / 0.30)  # seeds 2-3 have no reference rows: left out
+    assert shares["lone"] is None and shares["oracle"] == pytest.approx(1.0)

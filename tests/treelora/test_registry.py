@@ -34,7 +34,7 @@ def test_registry_registers_in_order_names_classes_and_rejects_unknown_names():
 def test_builtin_names_in_registration_order():
     assert METHOD_REGISTRY.names() == ("treelora", "treelora-official", "seqlora", "head-only", "olora", "ewc")
     assert SELECTOR_REGISTRY.names() == ("tree-lcb", "flat-lcb", "official-softmax", "random", "none")
-    assert REGULARIZER_REGISTRY.names() == ("l1-grad", "l1-grad-fd", "official", "none")
+    assert REGULARIZER_REGISTRY.names() == ("l1-grad", "l1-grad-top", "l1-grad-fd", "official", "none")
     assert METHODS == METHOD_REGISTRY.names()
     assert PRESETS["treelora"] == dict(signature="grad", split="l1-median", selector="tree-lcb", regularizer="l1-grad")
 
@@ -52,8 +52,9 @@ def test_unknown_name_error_lists_the_known_names(field, registry):
 
 
 def test_attention_kernel_follows_the_regulariser():
-    assert [make_config("treelora", regularizer=r).attn_implementation for r in REGULARIZER_REGISTRY.names()] == [
-        "eager", "sdpa", "sdpa", "sdpa"]
+    kernels = {r: make_config("treelora", regularizer=r).attn_implementation for r in REGULARIZER_REGISTRY.names()}
+    assert kernels == {"l1-grad": "eager", "l1-grad-top": "eager", "l1-grad-fd": "sdpa", "official": "sdpa",
+                       "none": "sdpa"}
 
 
 @pytest.fixture(scope="module")

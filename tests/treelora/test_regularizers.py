@@ -180,6 +180,30 @@ def test_l1_hooks_perform_the_backward_of_their_function(name):
     assert torch.allclose(layer_grads[0], torch.cat([plain[0].flatten(), plain[1].flatten()]))
 
 
+def test_l1_grad_top_is_the_top_layers_term_differentiated_by_the_top_layers_only():
+    lora, x, y, targets = setup(8)
+    REGULARIZER_REGISTRY.get("l1-grad-top")().backward(context(lora, x, y, targets, top_layers=1))
+    got = grads_of(lora)
+    params = lora.parameters()
+    plain = torch.autograd.grad(loss_fn(lora, x, y), params)
+    grads = torch.autograd.grad(loss_fn(lora, x, y), params, create_graph=True)
+    top = torch.cat([grads[2].flatten(), grads[3].flatten()])
+    reg = 0.7 * (top - targets[1]).abs().sum()
+    reg_top = torch.autograd.grad(reg, params[2:], retain_graph=True)
+    assert torch.allclose(got[0], plain[0]) and torch.allclose(got[1], plain[1])  # the lower layer: task loss only
+    assert torch.allclose(got[2], plain[2] + reg_top[0]) and torch.allclose(got[3], plain[3] + reg_top[1])
+    full = torch.autograd.grad(reg, params[:2])  # what l1-grad would add to the lower layer, and -top leaves out
+    assert max(float(f.abs().max()) for f in full) > 1e-6
+
+
+def test_l1_grad_top_over_every_layer_is_l1_grad():
+    lora, x, y, targets = setup(9)
+    REGULARIZER_REGISTRY.get("l1-grad-top")().backward(context(lora, x, y, targets, top_layers=len(targets)))
+    top = grads_of(lora)
+    REGULARIZER_REGISTRY.get("l1-grad")().backward(context(lora, x, y, targets))
+    assert all(torch.allclose(a, b) for a, b in zip(top, grads_of(lora)))
+
+
 def test_official_hook_ramps_lambda_over_the_epoch():
     lora, x, y, _ = setup(6)
     targets = [torch.randn(d, dtype=torch.float64) for d in lora.a_dims()]
@@ -199,8 +223,8 @@ def test_none_and_plain_step_are_the_ordinary_backward():
     plain = grads_of(lora)
     loss_fn(lora, x, y).backward()
     assert all(torch.equal(a, c) and torch.equal(b, c) for a, b, c in zip(none, plain, grads_of(lora)))
-    assert [n for n in REGULARIZER_REGISTRY.names() if REGULARIZER_REGISTRY.get(n).needs_eager_attention] == [
-        "l1-grad"]
+    assert sorted(n for n in REGULARIZER_REGISTRY.names() if REGULARIZER_REGISTRY.get(n).needs_eager_attention) == [
+        "l1-grad", "l1-grad-top"]
 
 
 def test_a_regulariser_registered_in_a_test_is_used_by_the_learner_by_name():
