@@ -63,22 +63,42 @@ LOWER_IS_BETTER = {"til_forgetting"}
 REFERENCE = "seqlora"
 
 
+READBACK_IGNORED = ("threads", "progress")  # config keys that do not change a run's results
+
+
 def run_one(variant: str, seed: int, preset: dict[str, Any], sizes: dict[str, Any], args: argparse.Namespace,
             run_dir: Path) -> dict[str, Any]:
-    """Train ``variant`` on seed ``seed`` (or read its results back) and return its results dict."""
+    """Train ``variant`` on seed ``seed`` (or read its results back) and return its results dict.
+
+    A run read back must have been trained with the configuration this call would use (``--set`` and
+    ``--variant-set`` included, ``threads``/``progress`` aside): a run directory left by another configuration is
+    refused with the keys that differ, so a table never mixes configurations under one name."""
+    from dataclasses import asdict
+
+    from treelora.config import make_config
+
+    method, overrides, _ = VARIANTS[variant]
+    extra = args.variant_overrides.get(variant, {})
+    cfg = make_config(method, **{**preset, **overrides, **extra, "seed": seed, "progress": False,
+                                 "threads": args.threads})
     path = run_dir / "results.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
+        stored, wanted = results.get("config", {}), asdict(cfg)
+        differ = sorted(k for k in stored.keys() & wanted.keys() if k not in READBACK_IGNORED
+                        and json.loads(json.dumps(stored[k])) != json.loads(json.dumps(wanted[k])))
+        if differ:
+            what = ", ".join(f"{k}: {stored[k]!r} there, {wanted[k]!r} now" for k in differ)
+            raise SystemExit(f"{path} was trained with another configuration ({what}); "
+                             "use another --runs directory or delete it")
+        return results
     from treelora.backbones import load_backbone
-    from treelora.config import make_config
     from treelora.learner import ContinualLearner
     from treelora.results import write_run
     from treelora.streams import load_stream
 
-    method, overrides, _ = VARIANTS[variant]
     stream = load_stream(args.stream, seed=seed, train_per_class=sizes["train_per_class"],
                          test_per_class=sizes["test_per_class"], num_tasks=sizes.get("num_tasks"))
-    cfg = make_config(method, **{**preset, **overrides, "seed": seed, "progress": False, "threads": args.threads})
     backbone = load_backbone(args.backbone, seed=seed, attn_implementation=cfg.attn_implementation)
     learner = ContinualLearner(backbone, stream.num_classes(), cfg, stream=stream)
     t0 = time.perf_counter()
@@ -135,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-per-class", type=int, default=None, help="default: the preset's")
     p.add_argument("--test-per-class", type=int, default=None, help="default: the preset's")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, all variants")
+    p.add_argument("--variant-set", action="append", default=[], metavar="VARIANT:KEY=VALUE",
+                   help="config override for one variant (e.g. its tuned lr: seqlora:lr=5e-4)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default=None, help="run directories (default runs/central/<preset>)")
     p.add_argument("--out", default="simulations/results")
@@ -151,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
 
     preset, preset_sizes = load_preset(args.preset)
     preset.update(coerce(LearnerConfig, parse_pairs(args.set), kebab=True))
+    args.variant_overrides = {}
+    for item in args.variant_set:
+        variant, sep, pair = item.partition(":")
+        if not sep or variant not in VARIANTS:
+            p.error(f"--variant-set {item!r}: expected VARIANT:KEY=VALUE with VARIANT one of {', '.join(VARIANTS)}")
+        args.variant_overrides.setdefault(variant, {}).update(coerce(LearnerConfig, parse_pairs([pair]), kebab=True))
     sizes = {"train_per_class": 64, "test_per_class": 16, "num_tasks": None, **preset_sizes}
     for key in ("num_tasks", "train_per_class", "test_per_class"):
         if getattr(args, key) is not None:
@@ -195,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"Machine: {machine_line(m)}", f"Command: `{m['command']}`"]
     payload = {"machine": m, "preset": name, "config_overrides": preset, "sizes": sizes, "stream": args.stream,
                "backbone": args.backbone, "seeds": args.seeds, "variants": {v: VARIANTS[v] for v in args.variants},
+               "variant_overrides": args.variant_overrides,
                "reference": REFERENCE, "tables": tables, "head_to_head": h2h, "runs": per_run, "step_time_s": steps}
     stem = f"central_{name}" + (f"-{args.tag}" if args.tag else "")
     path = write_json(stem, payload, args.out)

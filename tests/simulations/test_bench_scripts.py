@@ -203,6 +203,27 @@ def test_bench_central_tiny(tmp_path, capsys):
     assert ("treelora-sqrt", "seqlora", "til_bwt") in h2h and all(r["diff"]["n"] == 2 for r in data["head_to_head"])
     assert bench_central.main(argv) == 0  # a second call reads the runs back (resume) and writes the same table
     assert _json(tmp_path / "central_tiny.json")["tables"] == data["tables"]
+    # a run left by another configuration is refused, not read back under the same name
+    with pytest.raises(SystemExit, match="lr: 0.005 there, 0.0005 now"):
+        bench_central.main(argv + ["--variant-set", "seqlora:lr=5e-4"])
+    with pytest.raises(SystemExit):
+        bench_central.main(argv + ["--variant-set", "nope:lr=5e-4"])
+
+
+def test_bench_central_variant_set_applies_to_one_variant(tmp_path):
+    from simulations import bench_central
+
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("epochs = 1\nbatch_size = 8\nmax_length = 12\nlr = 5e-3\n"
+                      "[stream]\ntrain_per_class = 6\ntest_per_class = 3\n")
+    argv = ["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks", "2",
+            "--seeds", "0", "--variants", "seqlora", "ewc", "--threads", "1", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path), "--variant-set", "ewc:lr=1e-3"]
+    assert bench_central.main(argv) == 0
+    lrs = {v: json.loads((tmp_path / "runs" / v / "seed0" / "results.json").read_text())["config"]["lr"]
+           for v in ("seqlora", "ewc")}
+    assert lrs == {"seqlora": 5e-3, "ewc": 1e-3}
+    assert _json(tmp_path / "central_tiny.json")["variant_overrides"] == {"ewc": {"lr": 1e-3}}
 
 
 def test_bench_reg_scale_tiny(tmp_path, capsys):
