@@ -18,7 +18,8 @@ Variants: ``seqlora`` (SDPA attention, the baseline), ``seqlora-eager`` (same wi
 attention kernel's cost from the double backward's), ``treelora`` (paper: grad signatures, tree LCB, exact
 ``l1-grad`` by double backward; needs eager attention), ``treelora-fd`` (``regularizer=l1-grad-fd``, SDPA),
 ``treelora-every4`` / ``treelora-every5`` (``l1-grad`` every 4th / 5th step), ``treelora-top2/3/4``
-(``l1-grad-top``: the regulariser and its Hessian block on the top 2 / 3 / 4 layers only), ``treelora-official``, ``olora``, ``ewc``.
+(``l1-grad-top``: the regulariser and its Hessian block on the top 2 / 3 / 4 layers only),
+``treelora-official``, ``olora``, ``ewc``.
 
 **Where treelora's time goes.** The learner's per-task records (``search_time_s``: selection + update;
 ``reg_time_s``: the regularised forward/backward) are read per step, and a separate breakdown replays
