@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "olora": ("olora", {}, "baseline"),
     "seqlora-ncm": ("seqlora", {"head": "ncm"}, "head"),
     "seqlora-slca": ("seqlora", {"head": "slca"}, "head"),
+    "treelora-sqrt-slca": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "head": "slca"}, "method"),
     "seqlora-no-moment-reset": ("seqlora", {"head_moment_reset": False}, "ablation"),
     "head-only": ("head-only", {}, "reference"),
     "oracle": ("seqlora", {"task_aware": True}, "reference"),
