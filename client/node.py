@@ -47,6 +47,7 @@ from treelora.fed.keys import local_key, task_key
 from treelora.fed.scenarios import holders, make_schedule, shard
 from treelora.fed.settings import FedSettings
 from treelora.learner import ContinualLearner
+from treelora.probe import normalise_layers
 from treelora.sketch import LayerSketcher
 
 from .candidate_probe import CandidateProbe
@@ -242,10 +243,13 @@ class ClientNode:
 
     def _shared_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
         """Task ``pos``'s shared-probe signature over this client's shard (the same before and after training: it is
-        taken at the shared reference adapter and head, not at the live one)."""
+        taken at the shared reference adapter and head, not at the live one), its layers scaled as ``probe-norm``
+        says."""
         task = self._task(pos)
-        return learner.probe_signature(self._shard(task.train, self.schedule.tasks[pos]), task.classes,
-                                       batches=self.fed.probe_batches, kind=self.fed.tree_signature, seed=self.fed.seed)
+        signature = learner.probe_signature(self._shard(task.train, self.schedule.tasks[pos]), task.classes,
+                                            batches=self.fed.probe_batches, kind=self.fed.tree_signature,
+                                            seed=self.fed.seed)
+        return normalise_layers(signature, self.fed.probe_norm)
 
     def _release_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
         """Task ``pos``'s shared-probe signature, released (DP when on) and sketched at its own layer widths (the LoRA

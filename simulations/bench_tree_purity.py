@@ -4,7 +4,7 @@ find them? Offline, on scenarios with known ground truth, over seeds, signatures
 For each scenario and seed the leaves' raw signatures come from :mod:`simulations.purity_signatures` (the
 expensive part, cached under ``--cache``). Then, per signature (``live``: the running gradient at the client's
 own adapter, as today; ``probe-grad`` / ``probe-fisher`` / ``probe-input``: the shared probe of
-:mod:`treelora.probe`) and per DP
+:mod:`treelora.probe`; each ``--probe-norms`` setting side by side, as ``probe-norm`` scales it) and per DP
 noise multiplier σ (0 = no DP), every leaf is released as a client releases it (:func:`treelora.privacy.
 gaussian_release`, clip = the median joint L2 norm of that signature over the leaves, before sketching), sketched
 as the server receives it (``sketch-dim`` Cauchy coordinates per layer, ``sketch-seed``), and for every split rule
@@ -15,12 +15,15 @@ probe) is routed by :meth:`GlobalTree.nearest_leaf` in the tree of all other lea
 stream task. ε is one Gaussian release's at δ (Flower's RDP accountant) and the per-client total of the scenario
 (the sketch releases a client makes for its tasks). DP noise here is seeded (reproducible); a client's is not.
 
-    python -m simulations.bench_tree_purity            # full: 2 scenarios x 3 seeds (signatures cached)
+    python -m simulations.bench_tree_purity            # full: 3 scenarios x 3 seeds (signatures cached)
+    # the shared probes alone (no training, no live signature), at the online purity preset's data size
+    python -m simulations.bench_tree_purity --probes-only --set train_per_class=24 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -61,8 +64,9 @@ def _release(sig: list[torch.Tensor], clip: float, noise: float, sketcher: Any, 
 
 
 def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *, sketch_dim: int, seed: int,
-            estimator: str = "geomean") -> list[dict[str, Any]]:
-    """One row per split for one (scenario, seed) data set, signature kind and noise multiplier."""
+            estimator: str = "geomean", probe_norm: str = "none") -> list[dict[str, Any]]:
+    """One row per split for one (scenario, seed) data set, signature kind and noise multiplier; a shared probe's
+    layers are first scaled as a client's ``probe-norm`` scales them (:func:`treelora.probe.normalise_layers`)."""
     from server.global_tree import GlobalTree
     from treelora.fed.settings import FedSettings
     from treelora.sketch import LayerSketcher
@@ -70,6 +74,10 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
 
     st = data["settings"]
     truth, order, sigs = data["truth"], data["order"], data["signatures"]
+    if kind != "live":
+        from treelora.probe import normalise_layers
+
+        sigs = {k: {kind: normalise_layers(sigs[k][kind], probe_norm)} for k in order}
     leaf_task = {k: truth[k][0] for k in order}
     leaf_family = {k: truth[k][1] for k in order}
     dims = [v.numel() for v in sigs[order[0]][kind]]
@@ -98,7 +106,8 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
             existed = any(leaf_task[k] == leaf_task[q] and k.split("/")[0] != q.split("/")[0] for k in order)
             events.append((leaf_task[q], chosen, existed))
         quality.pop("levels", None)
-        rows.append({"split": split, "signature": kind, "noise": noise, "clip": clip, "build_s": build_s,
+        rows.append({"split": split, "signature": kind, "probe_norm": None if kind == "live" else probe_norm,
+                     "noise": noise, "clip": clip, "build_s": build_s,
                      **quality, "warm_start": hit_rate(events, leaf_task)})
     return rows
 
@@ -113,7 +122,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     """Markdown: per scenario, signature, noise and split, the mean over seeds (and each seed's value)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["scenario"], r["signature"], r["noise"], r["split"]), []).append(r)
+        groups.setdefault((r["scenario"], r["signature"], r.get("probe_norm"), r["noise"], r["split"]), []).append(r)
 
     def cell(rs: list[dict[str, Any]], get: Any, pct: bool = True) -> str:
         vals = [get(r) for r in rs]
@@ -122,9 +131,10 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         return f"{_f(mean, pct)} ({'/'.join(_f(v, pct) for v in vals)})"
 
     out = []
-    for (scen, kind, noise, split), rs in groups.items():
+    for (scen, kind, norm, noise, split), rs in groups.items():
         eps = rs[0].get("epsilon_per_client")
-        out.append([scen, kind, "–" if noise == 0 else f"{noise:g} (ε {eps:.3g})" if eps else f"{noise:g}", split,
+        sigma = "–" if noise == 0 else f"{noise:g} (ε {eps:.3g})" if eps else f"{noise:g}"
+        out.append([scen, kind, norm or "–", sigma, split,
                     cell(rs, lambda r: r["clade_purity"]["rate"]), cell(rs, lambda r: r["sibling_rate"]["rate"]),
                     cell(rs, lambda r: r["nn_purity"]["overall"]["rate"]),
                     cell(rs, lambda r: r["top_levels_ari_family"], pct=False),
@@ -132,8 +142,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     cell(rs, lambda r: r["lca_depth"]["same_task"], pct=False),
                     cell(rs, lambda r: r["lca_depth"]["different_task"], pct=False),
                     cell(rs, lambda r: r["warm_start"]["rate"])])
-    return md_table(["scenario", "signature", "DP σ", "split", "clade purity", "sibling rate", "NN purity",
-                     "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff",
+    return md_table(["scenario", "signature", "probe-norm", "DP σ", "split", "clade purity", "sibling rate",
+                     "NN purity", "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff",
                      "warm-start hit"], out)
 
 
@@ -151,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sketch-dim", type=int, default=256)
     ap.add_argument("--tree-estimator", default="geomean",
                     help="the server tree's sketch L1 estimator (geomean, the default | median)")
+    ap.add_argument("--probe-norms", nargs="+", default=["l1", "none"], choices=["l1", "none"],
+                    help="probe-norm settings measured side by side for the shared-probe signatures")
+    ap.add_argument("--probes-only", action="store_true",
+                    help="compute the shared probes alone, without training (no live signature): seconds a seed")
     ap.add_argument("--cache", default="runs/tree_purity")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="run-config overrides of the scenarios (FedSettings field names, e.g. backbone=tiny-bert)")
@@ -168,24 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     for scen in args.scenarios:
         for seed in args.seeds:
             data = leaf_signatures(scen, seed, Path(args.cache), log=lambda m: print(m, file=sys.stderr, flush=True),
-                                   **overrides)
+                                   probes_only=args.probes_only, **overrides)
             sig_s[f"{scen}/{seed}"] = data["seconds"]
             st = data["settings"]
             tasks_per_client = st["tasks_per_client"]
             for kind in args.signatures:
+                if kind == "live" and args.probes_only:
+                    continue
                 # releases per client: probes (query + leaf) per task; live: one sketch per round + the final + query
                 per_task = 2 if kind != "live" else st["rounds_per_task"] + 2
-                for noise in args.noise:
+                for norm, noise in itertools.product(["none"] if kind == "live" else args.probe_norms, args.noise):
                     if noise > 0 and kind not in args.noise_signatures:
                         continue
                     t0 = time.perf_counter()
                     for r in measure(data, kind, noise, args.splits, sketch_dim=args.sketch_dim, seed=seed,
-                                     estimator=args.tree_estimator):
+                                     estimator=args.tree_estimator, probe_norm=norm):
                         rows.append({"scenario": scen, "seed": seed, "leaves": len(data["order"]),
                                      "epsilon_one_release": epsilon(noise, 1, args.dp_delta),
                                      "epsilon_per_client": epsilon(noise, per_task * tasks_per_client, args.dp_delta),
                                      **r})
-                    print(f"[{scen} seed {seed}] {kind} σ={noise:g}: {time.perf_counter() - t0:.1f}s",
+                    print(f"[{scen} seed {seed}] {kind} ({norm}) σ={noise:g}: {time.perf_counter() - t0:.1f}s",
                           file=sys.stderr, flush=True)
     table = summarize(rows)
     m = machine.finish()

@@ -12,6 +12,13 @@ at which each task's loss gradient is measured on a few seeded mini-batches of t
   the same head rows on every node; a causal LM in generate mode has no head.
 * ``probe-grad``: the mean over batches of each layer's flattened ``[dL/dA, dL/dB]``; ``probe-fisher``: the mean of
   its elementwise square (a diagonal empirical Fisher over mini-batch gradients).
+* ``probe-norm`` (:func:`normalise_layers`): ``l1`` scales each layer of a signature to unit L1 norm before it is
+  released, so that the tree compares a task's per-layer *directions*; ``none`` sends it as measured. How large a
+  task's gradient is at the reference point depends on how well the random reference head happens to fit the shard,
+  which varies between two shards of one task about as much as between tasks; the sketch's L1 estimate has a
+  relative error of ~10% at 256 coordinates, so that magnitude spread is what turns near-ties into wrong nearest
+  leaves (BENCHMARKS.md "Tree purity": ``probe-grad`` with ``l1`` against ``none``). It also bounds a release:
+  every layer then has L2 norm <= 1.
 * ``probe-input``: the mean over batches of each LoRA layer's *input* (over the batch's real tokens; length
   ``d_in``), a forward pass only. It does not see the labels: it places a task by what its examples look like to the
   backbone, so related tasks with disjoint classes land near each other (the gradients put them about equally far
@@ -37,9 +44,10 @@ from .data import iterate_batches
 if TYPE_CHECKING:
     from .learner import ContinualLearner
 
-__all__ = ["PROBE_KINDS", "reference_adapter", "reference_head", "probe_signature"]
+__all__ = ["PROBE_KINDS", "PROBE_NORMS", "reference_adapter", "reference_head", "probe_signature", "normalise_layers"]
 
 PROBE_KINDS = ("probe-grad", "probe-fisher", "probe-input")
+PROBE_NORMS = ("l1", "none")
 B_SCALE = 0.1  # B's bound is B_SCALE / sqrt(r)
 
 
@@ -144,3 +152,14 @@ def _token_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         m = mask.to(x.dtype).unsqueeze(-1)
         return (x * m).sum((0, 1)) / m.sum().clamp_min(1.0)
     return x.reshape(-1, x.shape[-1]).mean(0)
+
+
+def normalise_layers(signature: list[torch.Tensor], norm: str) -> list[torch.Tensor]:
+    """``signature`` with each layer scaled to unit L1 norm (``norm="l1"``; an all-zero layer stays zero) or as it
+    is (``"none"``)."""
+    if norm not in PROBE_NORMS:
+        raise ValueError(f"probe-norm must be one of {', '.join(PROBE_NORMS)}, got {norm!r}")
+    if norm == "none":
+        return list(signature)
+    return [v / v.abs().sum().clamp_min(torch.finfo(v.dtype).tiny) if v.abs().sum() > 0 else v.clone()
+            for v in signature]

@@ -164,6 +164,9 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
         assert r["leaves"] == 4 and r["warm_start"]["total"] == 4 and 0 <= r["nn_purity"]["overall"]["rate"] <= 1
         assert (r["epsilon_per_client"] is None) == (r["noise"] == 0)
         assert -1 <= r["spread_cut_ari_family"] <= 1
+    # every shared-probe row is measured under both probe-norm settings, side by side; live has none
+    assert {(r["signature"], r["probe_norm"]) for r in rows if r["noise"] == 0 and r["split"] == "bisect"} == {
+        ("live", None)} | {(k, n) for k in ("probe-grad", "probe-fisher", "probe-input") for n in ("l1", "none")}
     assert bench_tree_purity.main(argv) == 0  # the second run reads the cached signatures
     # a cache from before a probe kind existed gets it filled in (no retraining), the same values as a fresh one
     import torch
@@ -180,6 +183,19 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
     for k, e in full["signatures"].items():
         assert all(torch.equal(a, b) for a, b in zip(again["signatures"][k]["probe-input"], e["probe-input"]))
         assert all(torch.equal(a, b) for a, b in zip(again["signatures"][k]["live"], e["live"]))
+    # --probes-only: the same probes and finishing order without training, cached apart; no live rows
+    probes = purity_signatures.leaf_signatures("tiny", 0, tmp_path / "probes", log=lambda m: None, probes_only=True,
+                                               **overrides)
+    assert probes["order"] == full["order"] and probes["truth"] == full["truth"]
+    for k, e in full["signatures"].items():
+        assert "live" not in probes["signatures"][k]
+        for kind in ("probe-grad", "probe-fisher", "probe-input"):
+            assert all(torch.equal(a, b) for a, b in zip(probes["signatures"][k][kind], e[kind]))
+    assert [p.name for p in (tmp_path / "probes").glob("*.pt")] == [cache.stem + "-probes.pt"]
+    assert bench_tree_purity.main([*argv[:-len(overrides) - 1], "--probes-only", "--cache", str(tmp_path / "probes"),
+                                   "--set", *argv[-len(overrides):]]) == 0
+    assert {r["signature"] for r in _json(tmp_path / "tree_purity.json")["rows"]} == {
+        "probe-grad", "probe-fisher", "probe-input"}
 
 
 def test_bench_central_tiny(tmp_path, capsys):

@@ -94,3 +94,29 @@ def test_token_mean_counts_only_the_real_tokens():
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     assert torch.allclose(_token_mean(x, mask), torch.tensor([3.0, 4.0]))
     assert torch.allclose(_token_mean(x[:, 0], None), torch.tensor([3.0, 4.0]))  # (batch, d): every row
+
+
+def test_normalise_layers_scales_each_layer_to_unit_l1_and_keeps_direction():
+    from treelora.probe import normalise_layers
+
+    sig = [torch.tensor([3.0, -1.0, 0.0]), torch.tensor([0.5, 0.5]), torch.zeros(4)]
+    out = normalise_layers(sig, "l1")
+    assert [float(v.abs().sum()) for v in out[:2]] == pytest.approx([1.0, 1.0])
+    assert torch.allclose(out[0], torch.tensor([0.75, -0.25, 0.0]))
+    assert torch.equal(out[2], torch.zeros(4))  # an all-zero layer stays zero, no NaN
+    # scale-free: a task's signature at any magnitude releases the same vector
+    assert all(torch.allclose(a, b) for a, b in zip(normalise_layers([7.0 * v for v in sig], "l1"), out))
+    assert all(v.norm() <= 1.0 + 1e-6 for v in out)  # every released layer has L2 norm <= 1
+    assert all(a is b for a, b in zip(normalise_layers(sig, "none"), sig))
+    assert sig[0][0] == 3.0  # the input is not modified
+    with pytest.raises(ValueError, match="probe-norm"):
+        normalise_layers(sig, "l2")
+
+
+def test_probe_norm_is_a_validated_run_config_knob():
+    from treelora.fed.settings import FedSettings
+
+    assert FedSettings().probe_norm == "l1"
+    assert FedSettings(probe_norm="none").probe_norm == "none"
+    with pytest.raises(ValueError, match="probe-norm"):
+        FedSettings(probe_norm="max")

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import L1_REDUCTIONS, LearnerConfig, config_fields, make_config
 from ..heads import HEAD_REGISTRY
 from ..overrides import coerce
+from ..probe import PROBE_NORMS
 from ..sketch import L1_ESTIMATORS
 from ..tree_splits import SPLIT_REGISTRY
 from .methods import FedMethod, fed_method
@@ -68,6 +69,8 @@ class FedSettings:
     # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter) |
     # probe-input (each LoRA layer's mean input there: label-free, places tasks by their inputs)
     probe_batches: int = 4  # mini-batches of a shared-probe signature
+    probe_norm: str = "l1"  # a shared-probe signature's layers before release: l1 (each scaled to unit L1 norm: the
+    # tree compares directions, not magnitudes; treelora.probe.normalise_layers) | none (as measured)
     sketch_seed: int = 1234  # shared by every node: the same seed gives the same sketch matrices
     wire_dtype: str = "bfloat16"  # adapters on the wire; sketches always float32
     candidates_per_layer: int = 1  # candidate leaves the server sends per layer per round
@@ -125,6 +128,8 @@ class FedSettings:
             raise ValueError(f"sketch-kind must be cauchy or gaussian, got {self.sketch_kind!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"wire-dtype must be float32, float16 or bfloat16, got {self.wire_dtype!r}")
+        if self.probe_norm not in PROBE_NORMS:
+            raise ValueError(f"probe-norm must be one of {', '.join(PROBE_NORMS)}, got {self.probe_norm!r}")
         if self.tree_signature not in TREE_SIGNATURES:
             raise ValueError(f"tree-signature must be one of {', '.join(TREE_SIGNATURES)}, got {self.tree_signature!r}")
         if self.share_groups not in SHARE_GROUPS:
