@@ -253,7 +253,8 @@ class ClientNode:
 
     def _release_probe(self, learner: ContinualLearner, pos: int) -> list[torch.Tensor]:
         """Task ``pos``'s shared-probe signature, released (DP when on) and sketched at its own layer widths (the LoRA
-        layers' ``[A, B]`` lengths for a gradient probe, their input widths for ``probe-input``)."""
+        layers' ``[A, B]`` lengths for a gradient probe, their input widths for ``probe-input``, both for
+        ``probe-input-grad``)."""
         signature = self._shared_probe(learner, pos)
         return Outbox(self.fed, self._sketcher([v.numel() for v in signature])).release(signature)
 

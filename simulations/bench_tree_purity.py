@@ -37,7 +37,7 @@ from simulations.purity_signatures import SCENARIOS, leaf_signatures
 
 __all__ = ["main", "measure"]
 
-KINDS = ("live", "probe-grad", "probe-fisher", "probe-input")
+KINDS = ("live", "probe-grad", "probe-fisher", "probe-input", "probe-input-grad")
 SPLITS = ("l1-median", "dot-consecutive", "bisect", "average-linkage", "bisect-linkage")
 
 

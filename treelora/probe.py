@@ -12,6 +12,11 @@ at which each task's loss gradient is measured on a few seeded mini-batches of t
   the same head rows on every node; a causal LM in generate mode has no head.
 * ``probe-grad``: the mean over batches of each layer's flattened ``[dL/dA, dL/dB]``; ``probe-fisher``: the mean of
   its elementwise square (a diagonal empirical Fisher over mini-batch gradients).
+* ``probe-input-grad``: both, from the same batches: per layer ``[input mean / ||input mean||_1,
+  gradient / ||gradient||_1] / 2`` (each part at unit L1 norm, so that neither outweighs the other whatever their
+  widths and scales; the layer has L1 norm 1). Its L1 distance is the mean of the two parts' distances, so tasks
+  on related inputs come near each other (the input half) while tasks on the same inputs with different labels
+  still separate (the gradient half).
 * ``probe-norm`` (:func:`normalise_layers`): ``l1`` scales each layer of a signature to unit L1 norm before it is
   released, so that the tree compares a task's per-layer *directions*; ``none`` sends it as measured. How large a
   task's gradient is at the reference point depends on how well the random reference head happens to fit the shard,
@@ -46,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROBE_KINDS", "PROBE_NORMS", "reference_adapter", "reference_head", "probe_signature", "normalise_layers"]
 
-PROBE_KINDS = ("probe-grad", "probe-fisher", "probe-input")
+PROBE_KINDS = ("probe-grad", "probe-fisher", "probe-input", "probe-input-grad")
 PROBE_NORMS = ("l1", "none")
 B_SCALE = 0.1  # B's bound is B_SCALE / sqrt(r)
 
@@ -77,8 +82,9 @@ def reference_head(num_classes: int, hidden: int, seed: int) -> tuple[torch.Tens
 
 def probe_signature(learner: ContinualLearner, examples: list[Any], classes: list[int], *, batches: int, kind: str,
                     seed: int) -> list[torch.Tensor]:
-    """Per LoRA layer, the task's ``probe-grad`` / ``probe-fisher`` (CPU float32, the layer's ``[A, B]`` length)
-    or ``probe-input`` signature (the layer's input width) on the first ``batches`` seeded mini-batches of
+    """Per LoRA layer, the task's ``probe-grad`` / ``probe-fisher`` (CPU float32, the layer's ``[A, B]`` length),
+    ``probe-input`` (the layer's input width) or ``probe-input-grad`` signature (input width + ``[A, B]`` length)
+    on the first ``batches`` seeded mini-batches of
     ``examples`` (batch size of the learner's config), at the reference point of ``seed``; the learner's live state
     is left exactly as it was."""
     if kind not in PROBE_KINDS:
@@ -96,9 +102,10 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
     encoded = learner.encode(examples)
     cls = torch.tensor(sorted(int(c) for c in classes), device=learner.device)
     acc: list[torch.Tensor] | None = None
+    acc_in: list[torch.Tensor] | None = None
     n = 0
     inputs: dict[int, torch.Tensor] = {}
-    hooks = [] if kind != "probe-input" else [
+    hooks = [] if kind not in ("probe-input", "probe-input-grad") else [
         layer.register_forward_hook(lambda _m, args, _out, i=i: inputs.__setitem__(i, args[0].detach()))
         for i, layer in enumerate(lora.layers)]
     try:
@@ -123,6 +130,9 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
                         loss = model.loss(batch, cls)
                     loss.float().backward()
                     g = [v.float() for v in lora.grad_vectors()]
+                if kind == "probe-input-grad":
+                    x = [_token_mean(inputs[i], batch.get("attention_mask")) for i in range(lora.num_layers)]
+                    acc_in = [v.clone() for v in x] if acc_in is None else [a.add_(v) for a, v in zip(acc_in, x)]
                 if kind == "probe-fisher":
                     g = [v * v for v in g]
                 acc = [v.clone() for v in g] if acc is None else [a.add_(v) for a, v in zip(acc, g)]
@@ -141,7 +151,13 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
             p.grad = g
         model.train(was_training)
     assert acc is not None
-    return [(a / n).detach().to("cpu", torch.float32) for a in acc]
+    out = [(a / n).detach().to("cpu", torch.float32) for a in acc]
+    if kind == "probe-input-grad":
+        assert acc_in is not None
+        halves = zip(normalise_layers([(a / n).detach().to("cpu", torch.float32) for a in acc_in], "l1"),
+                     normalise_layers(out, "l1"))
+        out = [torch.cat([x, g]) / 2 for x, g in halves]
+    return out
 
 
 def _token_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -25,7 +25,7 @@ def _train_a_bit(learner, task, steps=3):
             break
 
 
-@pytest.mark.parametrize("kind", ["probe-grad", "probe-fisher", "probe-input"])
+@pytest.mark.parametrize("kind", ["probe-grad", "probe-fisher", "probe-input", "probe-input-grad"])
 def test_same_seed_same_signature_whatever_the_live_state(stream, kind):
     task = stream.tasks[0]
     a = make_learner("seqlora", stream, seed=0)
@@ -33,8 +33,9 @@ def test_same_seed_same_signature_whatever_the_live_state(stream, kind):
     _train_a_bit(b, task)  # different adapter, head, optimiser state
     sa = a.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
     sb = b.probe_signature(task.train, task.classes, batches=2, kind=kind, seed=7)
-    widths = a.lora.layer_dims() if kind != "probe-input" else [a.lora.params(l)[0].shape[1]
-                                                                 for l in range(a.lora.num_layers)]
+    d_in = [a.lora.params(l)[0].shape[1] for l in range(a.lora.num_layers)]
+    widths = {"probe-input": d_in, "probe-input-grad": [x + g for x, g in zip(d_in, a.lora.layer_dims())]}.get(
+        kind, a.lora.layer_dims())
     assert len(sa) == a.lora.num_layers and [s.numel() for s in sa] == widths
     assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(sa, sb))
     assert all(float(x.abs().sum()) > 0 for x in sa)  # B != 0 at the reference: A's gradient does not vanish
@@ -85,6 +86,26 @@ def test_probe_input_sees_the_inputs_not_the_labels(stream):
     assert not all(torch.allclose(x, y) for x, y in zip(sig, moved))
     assert all(not layer._forward_hooks for layer in learner.lora.layers)
     assert all(float(x.abs().sum()) > 0 for x in sig)
+
+
+def test_probe_input_grad_is_both_halves_each_at_unit_l1(stream):
+    """``probe-input-grad`` = per layer [input mean, gradient], each scaled to unit L1 and halved: the same values
+    as the two kinds measured apart; it sees the labels (through its gradient half) and the inputs."""
+    from treelora.probe import normalise_layers
+
+    task, other = stream.tasks[0], stream.tasks[1]
+    learner = make_learner("seqlora", stream)
+    both = learner.probe_signature(task.train, task.classes, batches=2, kind="probe-input-grad", seed=7)
+    x = normalise_layers(learner.probe_signature(task.train, task.classes, batches=2, kind="probe-input", seed=7), "l1")
+    g = normalise_layers(learner.probe_signature(task.train, task.classes, batches=2, kind="probe-grad", seed=7), "l1")
+    for b, xi, gi in zip(both, x, g):
+        assert b.shape == (xi.numel() + gi.numel(),)
+        assert torch.allclose(b[: xi.numel()], xi / 2, atol=1e-7) and torch.allclose(b[xi.numel():], gi / 2, atol=1e-7)
+        assert abs(float(b.abs().sum()) - 1.0) < 1e-5
+    assert all(torch.allclose(a, b) for a, b in zip(normalise_layers(both, "l1"), both))  # probe-norm is a no-op
+    relabelled = learner.probe_signature(task.train, other.classes, batches=2, kind="probe-input-grad", seed=7)
+    assert not all(torch.allclose(a, b) for a, b in zip(both, relabelled))
+    assert all(not layer._forward_hooks for layer in learner.lora.layers)
 
 
 def test_token_mean_counts_only_the_real_tokens():

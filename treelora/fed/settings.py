@@ -28,7 +28,7 @@ from .scenarios import SCENARIOS
 __all__ = ["FedSettings", "LEARNER_KEYS", "NOT_PASSED_TO_LEARNER"]
 
 NOT_PASSED_TO_LEARNER = frozenset({"method"})  # same name, other meaning: the federated method, not the learner's
-TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher", "probe-input")
+TREE_SIGNATURES = ("live", "probe-grad", "probe-fisher", "probe-input", "probe-input-grad")
 CANDIDATE_RULES = ("nearest", "lcb")
 SHARE_GROUPS = ("running", "route")
 
@@ -67,7 +67,8 @@ class FedSettings:
     sketch_kind: str = "cauchy"  # cauchy (L1) | gaussian (L2)
     tree_signature: str = "probe-grad"  # what leaves are placed by: live (the running signature at the client's own
     # adapter) | probe-grad | probe-fisher (the task's gradient / diagonal Fisher at the shared reference adapter) |
-    # probe-input (each LoRA layer's mean input there: label-free, places tasks by their inputs)
+    # probe-input (each LoRA layer's mean input there: label-free, places tasks by their inputs) | probe-input-grad
+    # (both, each half at unit L1 norm: related inputs come near, same inputs with other labels still separate)
     probe_batches: int = 4  # mini-batches of a shared-probe signature
     probe_norm: str = "l1"  # a shared-probe signature's layers before release: l1 (each scaled to unit L1 norm: the
     # tree compares directions, not magnitudes; treelora.probe.normalise_layers) | none (as measured)
