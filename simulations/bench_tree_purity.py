@@ -105,6 +105,9 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
             chosen = loo.nearest_leaf(queries[q])
             existed = any(leaf_task[k] == leaf_task[q] and k.split("/")[0] != q.split("/")[0] for k in order)
             events.append((leaf_task[q], chosen, existed))
+        pos = {k: "verb" if f == "verbs" else "noun" for k, f in leaf_family.items()}
+        if st.get("stream") == "wordnet" and len(set(pos.values())) > 1:  # WordNet's own coarsest grouping
+            quality["spread_cut_ari_pos"] = tree_quality(index.tree, leaf_task, pos)["spread_cut_ari_family"]
         quality.pop("levels", None)
         rows.append({"split": split, "signature": kind, "probe_norm": None if kind == "live" else probe_norm,
                      "noise": noise, "clip": clip, "build_s": build_s,
@@ -139,11 +142,13 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     cell(rs, lambda r: r["nn_purity"]["overall"]["rate"]),
                     cell(rs, lambda r: r["top_levels_ari_family"], pct=False),
                     cell(rs, lambda r: r.get("spread_cut_ari_family"), pct=False),
+                    cell(rs, lambda r: r.get("spread_cut_ari_pos"), pct=False),
                     cell(rs, lambda r: r["lca_depth"]["same_task"], pct=False),
                     cell(rs, lambda r: r["lca_depth"]["different_task"], pct=False),
                     cell(rs, lambda r: r["warm_start"]["rate"])])
     return md_table(["scenario", "signature", "probe-norm", "DP σ", "split", "clade purity", "sibling rate",
-                     "NN purity", "family ARI (top)", "family ARI (spread cut)", "LCA depth same", "LCA depth diff",
+                     "NN purity", "family ARI (top)", "family ARI (spread cut)", "noun/verb ARI (spread cut)",
+                     "LCA depth same", "LCA depth diff",
                      "warm-start hit"], out)
 
 

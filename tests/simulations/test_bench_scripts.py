@@ -158,15 +158,18 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
     data = _json(tmp_path / "tree_purity.json")
     rows = data["rows"]
     assert {(r["signature"], r["noise"], r["split"]) for r in rows} == {
-        (k, 0.0, s) for k in ("live", "probe-grad", "probe-fisher", "probe-input") for s in ("l1-median", "bisect")} | {
+        (k, 0.0, s) for k in ("live", "probe-grad", "probe-fisher", "probe-input", "probe-input-grad")
+        for s in ("l1-median", "bisect")} | {
         ("probe-grad", 0.01, s) for s in ("l1-median", "bisect")}
     for r in rows:
         assert r["leaves"] == 4 and r["warm_start"]["total"] == 4 and 0 <= r["nn_purity"]["overall"]["rate"] <= 1
         assert (r["epsilon_per_client"] is None) == (r["noise"] == 0)
         assert -1 <= r["spread_cut_ari_family"] <= 1
+        assert "spread_cut_ari_pos" not in r  # the noun/verb cut is WordNet's own grouping: not for other streams
     # every shared-probe row is measured under both probe-norm settings, side by side; live has none
     assert {(r["signature"], r["probe_norm"]) for r in rows if r["noise"] == 0 and r["split"] == "bisect"} == {
-        ("live", None)} | {(k, n) for k in ("probe-grad", "probe-fisher", "probe-input") for n in ("l1", "none")}
+        ("live", None)} | {(k, n) for k in ("probe-grad", "probe-fisher", "probe-input", "probe-input-grad")
+                           for n in ("l1", "none")}
     assert bench_tree_purity.main(argv) == 0  # the second run reads the cached signatures
     # a cache from before a probe kind existed gets it filled in (no retraining), the same values as a fresh one
     import torch
@@ -189,13 +192,13 @@ def test_bench_tree_purity_tiny(tmp_path, capsys, monkeypatch):
     assert probes["order"] == full["order"] and probes["truth"] == full["truth"]
     for k, e in full["signatures"].items():
         assert "live" not in probes["signatures"][k]
-        for kind in ("probe-grad", "probe-fisher", "probe-input"):
+        for kind in ("probe-grad", "probe-fisher", "probe-input", "probe-input-grad"):
             assert all(torch.equal(a, b) for a, b in zip(probes["signatures"][k][kind], e[kind]))
     assert [p.name for p in (tmp_path / "probes").glob("*.pt")] == [cache.stem + "-probes.pt"]
     assert bench_tree_purity.main([*argv[:-len(overrides) - 1], "--probes-only", "--cache", str(tmp_path / "probes"),
                                    "--set", *argv[-len(overrides):]]) == 0
     assert {r["signature"] for r in _json(tmp_path / "tree_purity.json")["rows"]} == {
-        "probe-grad", "probe-fisher", "probe-input"}
+        "probe-grad", "probe-fisher", "probe-input", "probe-input-grad"}
 
 
 def test_bench_central_tiny(tmp_path, capsys):
