@@ -8,9 +8,10 @@ Inputs are a :class:`~treelora.tree.TaskTree` and, per entry key, its true strea
 * ``sibling_rate``: of the tasks with exactly two leaves, the share whose two leaves sit in one tree leaf or in two
   tree leaves with the same parent;
 * ``lca_depth``: the mean depth of the LCA of same-task pairs and of different-task pairs (deeper = closer);
-* ``nn_purity``: the share of keys whose nearest key of another owner (summed per-layer distance with the tree's
-  own ``distance_fn``: exact L1 or the sketch estimator) is the same task, overall, per layer, and under the
-  tree's own layer weights (``tree_weighted``: the root's ``metric`` the centroid splits route by; None without);
+* ``nn_purity``: of the keys whose task another owner also holds, the share whose nearest key of another owner
+  (summed per-layer distance with the tree's own ``distance_fn``: exact L1 or the sketch estimator) is the same
+  task, overall, per layer, and under the tree's own layer weights (``tree_weighted``: the root's ``metric`` the
+  centroid splits route by; None without);
 * ``levels``: per tree depth d, the adjusted Rand index and NMI of the partition "which depth-d node holds the key"
   against tasks and against families;
 * ``top_levels_ari_family``: the ARI against families of the tree cut into as many groups as there are families
@@ -181,8 +182,12 @@ def _nearest(tree: TaskTree, keys: list[str], layers: Sequence[int],
 def _nn_purity(tree: TaskTree, keys: list[str], truth: dict[str, str]) -> dict[str, Any]:
     def score(layers: Sequence[int], weights: Sequence[float] | None = None) -> dict[str, Any]:
         nearest = _nearest(tree, keys, layers, weights)
-        hits = sum(1 for k, o in nearest.items() if o is not None and truth[o] == truth[k])
-        return rate(hits, sum(1 for o in nearest.values() if o is not None))
+        hits = sum(1 for k, o in nearest.items() if k in eligible and o is not None and truth[o] == truth[k])
+        return rate(hits, len(eligible))
+
+    # a key whose task no other owner holds cannot have a right nearest neighbour: it is not counted (as a warm
+    # start counts only when a same-task leaf existed)
+    eligible = {k for k in keys if any(truth[o] == truth[k] and _owner(o) != _owner(k) for o in keys)}
 
     metric = tree.root.metric if tree.root is not None else None
     return {"overall": score(range(tree.num_layers)),

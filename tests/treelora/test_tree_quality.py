@@ -111,3 +111,14 @@ def test_group_precision_recall_by_hand():
     assert pr["predicted_pairs"] == 3 and pr["correct_pairs"] == 1 and pr["true_pairs"] == 2
     assert pr["precision"] == pytest.approx(1 / 3) and pr["recall"] == 0.5
     assert group_precision_recall([], active)["precision"] is None
+
+
+def test_nn_purity_counts_only_keys_whose_task_another_owner_holds():
+    """A task only one client holds (c1/t1 below) has no right nearest neighbour: it is left out, not a miss."""
+    task = {**TASK, "c1/t1": "only-c1"}
+    q = tree_quality(_tree([["c0/t0", "c1/t0"], ["c0/t1", "c1/t1"]]), task, FAMILY)
+    # c0/t1's task "b" is now held by c0 alone too, so two keys are left out and both "a" keys are right
+    assert q["nn_purity"]["overall"] == {"rate": 1.0, "hits": 2, "total": 2}
+    none_shared = {k: k for k in TASK}  # every key its own task: nothing can be right, nothing is counted
+    assert tree_quality(_tree([["c0/t0", "c1/t0"], ["c0/t1", "c1/t1"]]), none_shared, FAMILY)["nn_purity"][
+        "overall"]["total"] == 0
