@@ -30,31 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from simulations.bench_common import Machine, machine_line, write_json
+from simulations.variants import VARIANTS
 
-# name: (method, config overrides on top of the preset, role)
-VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "seqlora": ("seqlora", {}, "baseline"),
-    # λ = 0.25 puts the regulariser's gradient at ≈ 1× the task gradient's norm (simulations/results/reg_scale.json)
-    "treelora-sqrt": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25}, "method"),
-    "treelora-sqrt-lam1": ("treelora", {"l1_reduction": "sqrt", "lam": 1.0}, "method"),  # ≈ 4× the task gradient
-    # the step-time knob: the regulariser on 1 step in 5 at 5× λ (the same mean pull as treelora-sqrt)
-    "treelora-sqrt-every5": ("treelora", {"l1_reduction": "sqrt", "lam": 1.25, "reg_every": 5}, "method"),
-    # the step-time knob that keeps every step: l1-grad on the top 2 layers with their Hessian block only
-    "treelora-sqrt-top2": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "regularizer": "l1-grad-top",
-                                        "reg_top_layers": 2}, "method"),
-    "treelora-mean16": ("treelora", {"l1_reduction": "mean", "lam": 16.0}, "method"),
-    "treelora-sum": ("treelora", {}, "method"),
-    "treelora-sqrt-random": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "selector": "random"}, "ablation"),
-    "treelora-sqrt-flat": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "selector": "flat-lcb"}, "ablation"),
-    "ewc": ("ewc", {}, "baseline"),
-    "olora": ("olora", {}, "baseline"),
-    "seqlora-ncm": ("seqlora", {"head": "ncm"}, "head"),
-    "seqlora-slca": ("seqlora", {"head": "slca"}, "head"),
-    "treelora-sqrt-slca": ("treelora", {"l1_reduction": "sqrt", "lam": 0.25, "head": "slca"}, "method"),
-    "seqlora-no-moment-reset": ("seqlora", {"head_moment_reset": False}, "ablation"),
-    "head-only": ("head-only", {}, "reference"),
-    "oracle": ("seqlora", {"task_aware": True}, "reference"),
-}
 DEFAULT_VARIANTS = ["seqlora", "treelora-sqrt", "ewc", "olora", "head-only", "oracle"]
 METRICS = {  # key in treelora.evaluation.flat_view_metrics -> title
     "cil_acc": "CIL ACC", "til_acc": "TIL ACC", "til_bwt": "TIL BWT", "cil_bwt": "CIL BWT",
@@ -78,7 +55,7 @@ def run_one(variant: str, seed: int, preset: dict[str, Any], sizes: dict[str, An
 
     from treelora.config import make_config
 
-    method, overrides, _ = VARIANTS[variant]
+    method, overrides = VARIANTS[variant].method, VARIANTS[variant].overrides
     extra = args.variant_overrides.get(variant, {})
     cfg = make_config(method, **{**preset, **overrides, **extra, "seed": seed, "progress": False,
                                  "threads": args.threads})
@@ -116,7 +93,7 @@ def table(values: dict[str, dict[int, float]], metric: str) -> tuple[list[dict[s
 
     rows = paired_table(values, REFERENCE)
     for r in rows:
-        r["role"] = VARIANTS[r["method"]][2]
+        r["role"] = VARIANTS[r["method"]].role
     md = markdown_paired(rows, REFERENCE, metric=f"{METRICS[metric]} %")
     lines = md.splitlines()
     lower = metric in LOWER_IS_BETTER
@@ -135,8 +112,8 @@ def head_to_head(values: dict[str, dict[str, dict[int, float]]], variants: list[
     from treelora.paired import paired_difference
 
     out = []
-    for v in (x for x in variants if VARIANTS[x][2] == "method"):
-        for b in (x for x in variants if VARIANTS[x][2] == "baseline"):
+    for v in (x for x in variants if VARIANTS[x].role == "method"):
+        for b in (x for x in variants if VARIANTS[x].role == "baseline"):
             for m in ("cil_acc", "til_acc", "til_bwt"):
                 seeds = sorted(set(values[m][v]) & set(values[m][b]))
                 if seeds:
@@ -223,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     m = machine.finish()
     md += ["", f"Machine: {machine_line(m)}", f"Command: `{m['command']}`"]
     payload = {"machine": m, "preset": name, "config_overrides": preset, "sizes": sizes, "stream": args.stream,
-               "backbone": args.backbone, "seeds": args.seeds, "variants": {v: VARIANTS[v] for v in args.variants},
+               "backbone": args.backbone, "seeds": args.seeds,
+               "variants": {v: [VARIANTS[v].method, VARIANTS[v].overrides, VARIANTS[v].role] for v in args.variants},
                "variant_overrides": args.variant_overrides,
                "reference": REFERENCE, "tables": tables, "head_to_head": h2h, "runs": per_run, "step_time_s": steps}
     stem = f"central_{name}" + (f"-{args.tag}" if args.tag else "")

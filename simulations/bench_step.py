@@ -42,22 +42,7 @@ from typing import Any
 import torch
 
 from simulations.bench_common import Machine, fmt_s, machine_line, md_table, quantile, write_json
-
-VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    # name: (method preset, overrides, attention implementation)
-    "seqlora": ("seqlora", {}, "sdpa"),
-    "seqlora-eager": ("seqlora", {}, "eager"),
-    "treelora": ("treelora", {}, "eager"),
-    "treelora-fd": ("treelora", {"regularizer": "l1-grad-fd"}, "sdpa"),
-    "treelora-every4": ("treelora", {"reg_every": 4}, "eager"),
-    "treelora-every5": ("treelora", {"reg_every": 5}, "eager"),
-    "treelora-top2": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 2}, "eager"),
-    "treelora-top3": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 3}, "eager"),
-    "treelora-top4": ("treelora", {"regularizer": "l1-grad-top", "reg_top_layers": 4}, "eager"),
-    "treelora-official": ("treelora-official", {}, "sdpa"),
-    "olora": ("olora", {}, "sdpa"),
-    "ewc": ("ewc", {}, "sdpa"),
-}
+from simulations.variants import STEP_DEFAULT, VARIANTS, attention_of
 
 
 def fixed_batches(learner: Any, task: Any, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -80,7 +65,8 @@ def make_learner(name: str, stream: Any, args: argparse.Namespace) -> Any:
     from treelora.config import make_config
     from treelora.learner import ContinualLearner
 
-    method, overrides, attn = VARIANTS[name]
+    variant = VARIANTS[name]
+    method, overrides, attn = variant.method, variant.overrides, attention_of(variant)
     cfg = make_config(method, batch_size=args.batch_size, max_length=args.max_length, progress=False,
                       seed=args.seed, threads=args.threads, **overrides)
     return ContinualLearner(load_backbone(args.backbone, seed=args.seed, attn_implementation=attn),
@@ -249,7 +235,7 @@ def render(rows: list[dict[str, Any]], parts: dict[str, float] | None,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=STEP_DEFAULT, choices=list(VARIANTS))
     ap.add_argument("--backbone", default="minilm")
     ap.add_argument("--stream", default="wordnet")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -329,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "variant": name,
-                "method": VARIANTS[name][0],
-                "overrides": VARIANTS[name][1],
-                "attention": VARIANTS[name][2],
+                "method": VARIANTS[name].method,
+                "overrides": VARIANTS[name].overrides,
+                "attention": attention_of(VARIANTS[name]),
                 "step_s_median": med,
                 "step_s_p25": quantile(times[name], 0.25),
                 "step_s_p75": quantile(times[name], 0.75),

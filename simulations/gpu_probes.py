@@ -24,22 +24,23 @@ from typing import Any
 import torch
 
 from simulations import bench_step
+from simulations.variants import Variant
 
 __all__ = ["step_times", "l1_grad_attention", "federated_run"]
 
 #: Variants of bench_step's table for this check: its baseline ``seqlora`` in fp32, then bf16 autocast, and treelora
 #: (exact l1-grad, eager attention as bench_step runs it) in both. ``lm_mode=head``: bench_step builds its learners
 #: without the stream, which a causal LM's generate mode needs (SmolLM2 gets a class head, as encoders have).
-PRECISION_VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "seqlora": ("seqlora", {"precision": "fp32", "lm_mode": "head"}, "sdpa"),
-    "seqlora-bf16": ("seqlora", {"precision": "bf16", "lm_mode": "head"}, "sdpa"),
-    "treelora-fp32": ("treelora", {"precision": "fp32", "lm_mode": "head"}, "eager"),
-    "treelora-bf16": ("treelora", {"precision": "bf16", "lm_mode": "head"}, "eager"),
+PRECISION_VARIANTS: dict[str, Variant] = {
+    "seqlora": Variant("seqlora", {"precision": "fp32", "lm_mode": "head"}, role="baseline"),
+    "seqlora-bf16": Variant("seqlora", {"precision": "bf16", "lm_mode": "head"}, role="baseline"),
+    "treelora-fp32": Variant("treelora", {"precision": "fp32", "lm_mode": "head"}),
+    "treelora-bf16": Variant("treelora", {"precision": "bf16", "lm_mode": "head"}),
 }
 
 
 @contextlib.contextmanager
-def _variants(extra: dict[str, tuple[str, dict[str, Any], str]]):
+def _variants(extra: dict[str, Variant]):
     """bench_step's variant table with ``extra`` in it (its baseline ``seqlora`` replaced) for one call."""
     saved = dict(bench_step.VARIANTS)
     bench_step.VARIANTS.update(extra)

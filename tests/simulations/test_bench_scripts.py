@@ -278,3 +278,19 @@ def test_tune_lr_never_reads_the_test_split(tmp_path, capsys):
     assert rc == 0 and "| seqlora | 0.005 |" in capsys.readouterr().out
     data = _json(tmp_path / "tune_lr_tiny.json")
     assert data["chosen"]["seqlora"] in (1e-3, 5e-3) and len(data["rows"]) == 2
+
+
+def test_one_variant_registry_for_step_time_and_accuracy():
+    """bench_step and bench_central read the same registry, so a name is the same learner in both; the attention
+    kernel follows the config except where a variant pins it."""
+    from simulations import bench_central, bench_step, variants
+
+    assert bench_step.VARIANTS is variants.VARIANTS and bench_central.VARIANTS is variants.VARIANTS
+    assert set(variants.STEP_DEFAULT) <= set(variants.VARIANTS)
+    assert variants.VARIANTS["treelora"] is variants.VARIANTS["treelora-sum"]
+    kernels = {n: variants.attention_of(v) for n, v in variants.VARIANTS.items()}
+    assert kernels["seqlora"] == "sdpa" and kernels["seqlora-eager"] == "eager"
+    assert kernels["treelora-sqrt"] == kernels["treelora-top2"] == "eager"  # double backward through attention
+    assert kernels["treelora-fd"] == "sdpa"
+    with pytest.raises(ValueError, match="role"):
+        variants.Variant("seqlora", role="winner")
