@@ -70,7 +70,7 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
     from server.global_tree import GlobalTree
     from treelora.fed.settings import FedSettings
     from treelora.sketch import LayerSketcher
-    from treelora.tree_quality import hit_rate, tree_quality
+    from treelora.tree_quality import hit_rate, spread_cut_ari, tree_quality
 
     st = data["settings"]
     truth, order, sigs = data["truth"], data["order"], data["signatures"]
@@ -107,7 +107,7 @@ def measure(data: dict[str, Any], kind: str, noise: float, splits: list[str], *,
             events.append((leaf_task[q], chosen, existed))
         pos = {k: "verb" if f == "verbs" else "noun" for k, f in leaf_family.items()}
         if st.get("stream") == "wordnet" and len(set(pos.values())) > 1:  # WordNet's own coarsest grouping
-            quality["spread_cut_ari_pos"] = tree_quality(index.tree, leaf_task, pos)["spread_cut_ari_family"]
+            quality["spread_cut_ari_pos"] = spread_cut_ari(index.tree, pos)
         quality.pop("levels", None)
         rows.append({"split": split, "signature": kind, "probe_norm": None if kind == "live" else probe_norm,
                      "noise": noise, "clip": clip, "build_s": build_s,

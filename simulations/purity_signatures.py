@@ -62,6 +62,26 @@ def _one_batch_grad(learner: Any, encoded: dict[str, torch.Tensor], classes: lis
     return [v.detach().to("cpu", torch.float32, copy=True) for v in vectors]
 
 
+def _train_task(learner: Any, encoded: dict[str, torch.Tensor], classes: list[int], fed: Any, pos: int) -> None:
+    """Task ``pos`` trained as ``client.node.ClientNode`` trains it without sharing: ``rounds-per-task`` rounds of
+    ``local-steps`` steps, an epoch boundary every round."""
+    from treelora.data import iterate_batches
+
+    learner.begin_task(f"t{pos}", classes)
+    for r in range(fed.rounds_per_task):
+        rnd = pos * fed.rounds_per_task + r + 1
+        learner.start_epoch(fed.local_steps)
+        done, epoch = 0, 0
+        while done < fed.local_steps:
+            for batch in iterate_batches(encoded, fed.batch_size, shuffle=True, seed=hash((rnd, epoch)) & 0xFFFF):
+                learner.train_step(batch)
+                done += 1
+                if done >= fed.local_steps:
+                    break
+            epoch += 1
+    learner.end_task()
+
+
 def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, *, probes_only: bool = False,
                     **overrides: Any) -> dict[str, Any]:
     """``{"truth": {leaf: (task, family)}, "order": [leaf, ...] (finishing order), "signatures": {leaf: {kind:
@@ -71,7 +91,6 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, *, 
     point, and the finishing order follows from the schedules): seconds instead of minutes, cached apart; a full
     cache of the same scenario, when there is one, is used instead."""
     from treelora.backbones import load_backbone
-    from treelora.data import iterate_batches
     from treelora.fed.keys import client_id, task_key
     from treelora.fed.scenarios import holders, leaf_truth, make_schedule, shard
     from treelora.learner import ContinualLearner
@@ -119,28 +138,12 @@ def leaf_signatures(name: str, seed: int, cache_dir: Path, log: Any = print, *, 
             for kind in PROBE_KINDS:
                 entry[kind] = learner.probe_signature(part, task.classes, batches=fed.probe_batches, kind=kind,
                                                       seed=fed.seed)
-            if probes_only:
-                sigs[key] = entry
-                finish.append(((pos + 1) * fed.rounds_per_task, c, key))
-                continue
-            learner.begin_task(f"t{pos}", task.classes)
-            for r in range(fed.rounds_per_task):
-                rnd = pos * fed.rounds_per_task + r + 1
-                learner.start_epoch(fed.local_steps)
-                done, epoch = 0, 0
-                while done < fed.local_steps:
-                    for batch in iterate_batches(encoded, fed.batch_size, shuffle=True,
-                                                 seed=hash((rnd, epoch)) & 0xFFFF):
-                        learner.train_step(batch)
-                        done += 1
-                        if done >= fed.local_steps:
-                            break
-                    epoch += 1
-            learner.end_task()
-            entry["live"] = [v.clone() for v in learner.tree.entries[f"t{pos}"].signature]
+            if not probes_only:
+                _train_task(learner, encoded, task.classes, fed, pos)
+                entry["live"] = [v.clone() for v in learner.tree.entries[f"t{pos}"].signature]
+                log(f"[{name} seed {seed}] {key} = {truth[key][0]} done ({time.perf_counter() - t0:.0f}s)")
             sigs[key] = entry
             finish.append(((pos + 1) * fed.rounds_per_task, c, key))
-            log(f"[{name} seed {seed}] {key} = {truth[key][0]} done ({time.perf_counter() - t0:.0f}s)")
     if cached is not None:
         cached["seconds_probes_added"] = time.perf_counter() - t0
         torch.save(cached, path)

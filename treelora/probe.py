@@ -131,11 +131,11 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
                     loss.float().backward()
                     g = [v.float() for v in lora.grad_vectors()]
                 if kind == "probe-input-grad":
-                    x = [_token_mean(inputs[i], batch.get("attention_mask")) for i in range(lora.num_layers)]
-                    acc_in = [v.clone() for v in x] if acc_in is None else [a.add_(v) for a, v in zip(acc_in, x)]
+                    acc_in = _accumulate(acc_in, [_token_mean(inputs[i], batch.get("attention_mask"))
+                                                  for i in range(lora.num_layers)])
                 if kind == "probe-fisher":
                     g = [v * v for v in g]
-                acc = [v.clone() for v in g] if acc is None else [a.add_(v) for a, v in zip(acc, g)]
+                acc = _accumulate(acc, g)
                 n += 1
                 if n >= batches:
                     break
@@ -151,13 +151,22 @@ def probe_signature(learner: ContinualLearner, examples: list[Any], classes: lis
             p.grad = g
         model.train(was_training)
     assert acc is not None
-    out = [(a / n).detach().to("cpu", torch.float32) for a in acc]
+    out = _mean(acc, n)
     if kind == "probe-input-grad":
         assert acc_in is not None
-        halves = zip(normalise_layers([(a / n).detach().to("cpu", torch.float32) for a in acc_in], "l1"),
-                     normalise_layers(out, "l1"))
+        halves = zip(normalise_layers(_mean(acc_in, n), "l1"), normalise_layers(out, "l1"))
         out = [torch.cat([x, g]) / 2 for x, g in halves]
     return out
+
+
+def _accumulate(acc: list[torch.Tensor] | None, values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The per-layer running sum ``acc`` plus ``values`` (a copy of ``values`` when there is none yet)."""
+    return [v.clone() for v in values] if acc is None else [a.add_(v) for a, v in zip(acc, values)]
+
+
+def _mean(acc: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Per-layer sums over ``n`` batches as CPU float32 means."""
+    return [(a / n).detach().to("cpu", torch.float32) for a in acc]
 
 
 def _token_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -177,5 +186,8 @@ def normalise_layers(signature: list[torch.Tensor], norm: str) -> list[torch.Ten
         raise ValueError(f"probe-norm must be one of {', '.join(PROBE_NORMS)}, got {norm!r}")
     if norm == "none":
         return list(signature)
-    return [v / v.abs().sum().clamp_min(torch.finfo(v.dtype).tiny) if v.abs().sum() > 0 else v.clone()
-            for v in signature]
+    out = []
+    for v in signature:
+        total = v.abs().sum()
+        out.append(v / total if total > 0 else v.clone())
+    return out

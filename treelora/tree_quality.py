@@ -239,7 +239,6 @@ def tree_quality(tree: TaskTree, leaf_task: dict[str, str], leaf_family: dict[st
         }
     families = [leaf_family.get(k, leaf_task[k]) for k in keys]
     where = {m: n.path for n in _frontier(tree, len(set(families))) for m in _members(tree, n)}
-    by_spread = {m: n.path for n in _spread_cut(tree, len(set(families))) for m in _members(tree, n)}
     return {
         "leaves": len(keys),
         "tasks": len(by_task),
@@ -252,8 +251,18 @@ def tree_quality(tree: TaskTree, leaf_task: dict[str, str], leaf_family: dict[st
         "nn_purity": _nn_purity(tree, keys, leaf_task),
         "levels": levels,
         "top_levels_ari_family": adjusted_rand_index([where[k] for k in keys], families),
-        "spread_cut_ari_family": adjusted_rand_index([by_spread[k] for k in keys], families),
+        "spread_cut_ari_family": spread_cut_ari(tree, dict(zip(keys, families))),
     }
+
+
+def spread_cut_ari(tree: TaskTree, groups: dict[str, str]) -> float:
+    """The ARI against ``groups`` (key -> group, for the keys of ``tree`` it names) of the tree cut into as many
+    parts as there are groups, splitting the node whose children are farthest apart first (``spread_cut_ari_family``
+    for any grouping)."""
+    keys = sorted(k for k in groups if k in tree)
+    labels = [groups[k] for k in keys]
+    by_spread = {m: n.path for n in _spread_cut(tree, len(set(labels))) for m in _members(tree, n)}
+    return adjusted_rand_index([by_spread[k] for k in keys], labels)
 
 
 # ---------------------------------------------------------------------------------------------- choices
