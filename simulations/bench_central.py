@@ -50,7 +50,8 @@ def run_one(variant: str, seed: int, preset: dict[str, Any], sizes: dict[str, An
 
     A run read back must have been trained with the configuration this call would use (``--set`` and
     ``--variant-set`` included, ``threads``/``progress`` aside): a run directory left by another configuration is
-    refused with the keys that differ, so a table never mixes configurations under one name."""
+    refused with the keys that differ, so a table never mixes configurations under one name. The backbone, the
+    stream and its sizes are checked the same way (``bench_data`` in the run's results)."""
     from dataclasses import asdict
 
     from treelora.config import make_config
@@ -60,9 +61,12 @@ def run_one(variant: str, seed: int, preset: dict[str, Any], sizes: dict[str, An
     cfg = make_config(method, **{**preset, **overrides, **extra, "seed": seed, "progress": False,
                                  "threads": args.threads})
     path = run_dir / "results.json"
+    data = {"backbone": args.backbone, "stream": args.stream, **sizes}  # what the config does not hold
     if path.is_file():
         results = json.loads(path.read_text())
         stored, wanted = results.get("config", {}), asdict(cfg)
+        # runs written before the data record was kept have none: their config is still checked
+        stored, wanted = {**stored, **results.get("bench_data", {})}, {**wanted, **data}
         differ = sorted(k for k in stored.keys() & wanted.keys() if k not in READBACK_IGNORED
                         and json.loads(json.dumps(stored[k])) != json.loads(json.dumps(wanted[k])))
         if differ:
@@ -82,6 +86,7 @@ def run_one(variant: str, seed: int, preset: dict[str, Any], sizes: dict[str, An
     t0 = time.perf_counter()
     results = learner.run_stream(stream)
     results["label"] = variant
+    results["bench_data"] = data
     results["wall_time_s"] = time.perf_counter() - t0
     write_run(results, run_dir, plots=False)
     return results

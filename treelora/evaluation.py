@@ -76,7 +76,7 @@ def evaluate_views(learner: ContinualLearner, task: Any, *, key: str | None = No
                    encoded: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """``cil``/``til``/``task_inference`` of ``learner`` on ``task``'s test split from one forward pass (the
     task's snapshot with ``task_aware``: the oracle). A model that generates its answers (no class scores) is
-    scored by two decoding passes instead (over the seen classes, over the task's own)."""
+    scored from one decoding pass instead, matched over the seen classes and over the task's own."""
     encoded = encoded if encoded is not None else learner.encode(task.test)
     own = list(task.classes)
     seen = list(learner.seen_classes) or own
@@ -93,8 +93,8 @@ def evaluate_views(learner: ContinualLearner, task: Any, *, key: str | None = No
                     if scored:
                         logits.append(learner.classifier.logits(batch).float())
                     else:
-                        preds.append([learner.model.predict(batch, torch.tensor(sorted(c), device=learner.device))
-                                      for c in (seen, own)])
+                        preds.append(learner.model.predict_sets(
+                            batch, [torch.tensor(sorted(c), device=learner.device) for c in (seen, own)]))
                 labels.append(batch["labels"])
     finally:
         learner.model.train(was_training)

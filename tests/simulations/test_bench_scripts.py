@@ -227,6 +227,32 @@ def test_bench_central_tiny(tmp_path, capsys):
         bench_central.main(argv + ["--variant-set", "seqlora:lr=5e-4"])
     with pytest.raises(SystemExit):
         bench_central.main(argv + ["--variant-set", "nope:lr=5e-4"])
+    # so is one drawn with other sizes (the stream and backbone are not in the config: the run records them)
+    with pytest.raises(SystemExit, match="test_per_class: 4 there, 5 now"):
+        bench_central.main(argv + ["--test-per-class", "5"])
+
+
+def test_bench_central_causal_lm_instruction_mode(tmp_path, capsys):
+    """The ``lm`` preset's path: a causal LM answers by greedy decoding (no head), scored with the three views;
+    tiny-llama on the synthetic stream stands in for SmolLM2 on WordNet."""
+    from simulations import bench_central
+    from treelora.presets import load_preset
+
+    config, sizes = load_preset("lm")
+    assert config["lm_mode"] == "generate" and sizes["num_tasks"] >= 3
+    preset = tmp_path / "lm-tiny.toml"
+    preset.write_text('epochs = 1\nbatch_size = 8\nlr = 5e-3\nlm_mode = "generate"\n'
+                      "[stream]\ntrain_per_class = 6\ntest_per_class = 3\n")
+    argv = ["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-llama", "--num-tasks", "2",
+            "--seeds", "0", "--variants", "seqlora", "treelora-sqrt", "oracle", "--threads", "1",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    assert bench_central.main(argv) == 0
+    data = _json(tmp_path / "central_lm-tiny.json")
+    assert data["backbone"] == "tiny-llama"
+    assert {r["method"] for r in data["tables"]["til_acc"]} == {"seqlora", "treelora-sqrt", "oracle"}
+    run = json.loads((tmp_path / "runs" / "seqlora" / "seed0" / "results.json").read_text())
+    assert run["config"]["lm_mode"] == "generate" and set(run["views"]) >= {"cil", "til"}
+    assert run["bench_data"]["backbone"] == "tiny-llama"
 
 
 def test_bench_central_variant_set_applies_to_one_variant(tmp_path):
@@ -278,6 +304,14 @@ def test_tune_lr_never_reads_the_test_split(tmp_path, capsys):
     assert rc == 0 and "| seqlora | 0.005 |" in capsys.readouterr().out
     data = _json(tmp_path / "tune_lr_tiny.json")
     assert data["chosen"]["seqlora"] in (1e-3, 5e-3) and len(data["rows"]) == 2
+    rc = tune_lr.main(["--preset", str(preset), "--stream", "synthetic-text", "--backbone", "tiny-bert", "--num-tasks",
+                       "2", "--method", "ewc", "--knob", "ewc_lambda", "--lrs", "10", "1e4", "--threads", "1",
+                       "--out", str(tmp_path)])
+    assert rc == 0 and "| ewc | 10000 |" in capsys.readouterr().out
+    data = _json(tmp_path / "tune_ewc_lambda_tiny.json")
+    assert data["knob"] == "ewc_lambda" and [r["ewc_lambda"] for r in data["rows"]] == [10, 1e4]
+    with pytest.raises(SystemExit):
+        tune_lr.main(["--preset", str(preset), "--knob", "no_such_knob", "--out", str(tmp_path)])
 
 
 def test_one_variant_registry_for_step_time_and_accuracy():

@@ -179,9 +179,27 @@ def test_predict_maps_text_to_global_ids(stream, monkeypatch):
     enc = lrn.encode(stream.tasks[1].test)
     batch = next(iterate_batches(enc, 4, shuffle=False))
     said = ["Color.", "animal", "fruit", "nothing"]
-    monkeypatch.setattr(lrn.model, "generate_answers", lambda b, n: said[: len(b["labels"])])
+    ids = [lrn.tokenizer(t, add_special_tokens=False)["input_ids"] for t in said]
+    monkeypatch.setattr(lrn.model, "_generate_rows", lambda b, n: ids[: len(b["labels"])])
     pred = lrn.model.predict(batch, torch.tensor([2, 3]))  # "fruit" (class 0) is not allowed
     assert pred.tolist() == [2, 3, -1, -1]
+
+
+def test_predict_sets_is_one_predict_per_set_from_one_decoding(stream, monkeypatch):
+    """The CIL and TIL views decode once at the larger budget; each set's answer is cut at its own budget, so
+    the result equals a separate predict per set (greedy decoding is causal)."""
+    lrn = learner("seqlora", stream)
+    model = lrn.model
+    batch = next(iterate_batches(lrn.encode(stream.tasks[1].test), 8, shuffle=False))
+    sets = [torch.tensor(list(range(stream.num_classes()))), torch.tensor(list(stream.tasks[1].classes))]
+    model.eval()
+    separate = [model.predict(batch, c) for c in sets]
+    calls = []
+    real = model._generate_rows
+    monkeypatch.setattr(model, "_generate_rows", lambda b, n: calls.append(n) or real(b, n))
+    together = model.predict_sets(batch, sets)
+    assert len(calls) == 1 and calls[0] == max(model._max_new_tokens(model._names(c)) for c in sets)
+    assert all(torch.equal(a, b) for a, b in zip(separate, together))
 
 
 def test_answer_matching():
