@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="stress")
     p.add_argument("--method", nargs="+", default=["seqlora"])
-    p.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 2e-3, 5e-3], help="the values of --knob to try")
+    p.add_argument("--lrs", "--values", dest="lrs", nargs="+", type=float, default=[1e-3, 2e-3, 5e-3],
+                   help="the values of --knob to try")
     p.add_argument("--knob", default="lr", help="the LearnerConfig field tuned (default lr)")
     p.add_argument("--name", default=None, help="output name (default tune_lr_<preset>, tune_<knob>_<preset>)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -83,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     num_tasks = args.num_tasks or sizes.get("num_tasks")
     test_pc = args.test_per_class or sizes.get("test_per_class", 16)  # the same draw as the benchmark's train split
     knob = args.knob
-    if knob not in {f.name for f in dataclasses.fields(LearnerConfig)}:
-        p.error(f"--knob {knob!r} is not a LearnerConfig field")
+    fields = {f.name for f in dataclasses.fields(LearnerConfig)}
+    if knob not in fields or type(getattr(LearnerConfig(), knob)) not in (int, float):
+        p.error(f"--knob {knob!r} is not a numeric LearnerConfig field")
+    if type(getattr(LearnerConfig(), knob)) is int:  # an int knob (reg_every, reg_top_layers, ...) gets ints
+        if any(v != int(v) for v in args.lrs):
+            p.error(f"--knob {knob} takes whole numbers, got {args.lrs}")
+        args.lrs = [int(v) for v in args.lrs]
     rows, chosen = [], {}
     for method in args.method:
         scores: dict[float, list[float]] = {v: [] for v in args.lrs}

@@ -310,8 +310,9 @@ def test_tune_lr_never_reads_the_test_split(tmp_path, capsys):
     assert rc == 0 and "| ewc | 10000 |" in capsys.readouterr().out
     data = _json(tmp_path / "tune_ewc_lambda_tiny.json")
     assert data["knob"] == "ewc_lambda" and [r["ewc_lambda"] for r in data["rows"]] == [10, 1e4]
-    with pytest.raises(SystemExit):
-        tune_lr.main(["--preset", str(preset), "--knob", "no_such_knob", "--out", str(tmp_path)])
+    for bad in (["--knob", "no_such_knob"], ["--knob", "regularizer"], ["--knob", "reg_every", "--values", "1.5"]):
+        with pytest.raises(SystemExit):
+            tune_lr.main(["--preset", str(preset), *bad, "--out", str(tmp_path)])
 
 
 def test_one_variant_registry_for_step_time_and_accuracy():
