@@ -310,8 +310,6 @@ class InstructionLM(nn.Module):
         budgets = [self._max_new_tokens(n) for n in names]
         rows = self._generate_rows(batch, max(budgets))
         device = batch["labels"].device if "labels" in batch else batch["prompt_ids"].device
-        out = []
-        for n, b in zip(names, budgets):
-            texts = [self.tokenizer.decode(r[:b], skip_special_tokens=True) for r in rows]
-            out.append(torch.tensor([match_answer(t, n) for t in texts], dtype=torch.long, device=device))
-        return out
+        texts = {b: [self.tokenizer.decode(r[:b], skip_special_tokens=True) for r in rows] for b in set(budgets)}
+        return [torch.tensor([match_answer(t, n) for t in texts[b]], dtype=torch.long, device=device)
+                for n, b in zip(names, budgets)]
